@@ -1,0 +1,17 @@
+"""Activation Oracles: train, evaluate and query LLMs that read activations."""
+
+from .hooks import collect_activations, inject
+from .models import decoder_layers, layer_from_percent, load_model
+from .prompt import OraclePrompt, format_oracle_prompt
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OraclePrompt",
+    "collect_activations",
+    "decoder_layers",
+    "format_oracle_prompt",
+    "inject",
+    "layer_from_percent",
+    "load_model",
+]

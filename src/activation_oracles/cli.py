@@ -1,0 +1,85 @@
+"""The `ao` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from .data.cli import app as data_app
+from .train.cli import register as register_train
+
+app = typer.Typer(
+    help="Activation Oracles: train, evaluate and query LLMs that read activations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+register_train(app)
+
+
+def parse_positions(text: str):
+    """'all' | 'last' | N | A:B (Python slice, negatives from the end) | N,M,..."""
+    text = text.strip()
+    if text in ("all", "last"):
+        return text
+    try:
+        if ":" in text:
+            parts = [int(p) if p else None for p in text.split(":")]
+            if len(parts) > 3:
+                raise ValueError
+            return slice(*parts)
+        if "," in text:
+            return [int(p) for p in text.split(",") if p]
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"--positions {text!r}: use all, last, N, A:B or N,M,...") from None
+
+
+@app.command()
+def ask(
+    context: str = typer.Option(..., "--context", "-c", help="Text fed to the target model."),
+    question: list[str] = typer.Option(..., "--question", "-q", help="Question for the oracle (repeatable)."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Base model spec."),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="Oracle LoRA adapter (dir or hub id)."),
+    layer: int | None = typer.Option(None, "--layer", help="Absolute source layer (overrides --layer-percent)."),
+    layer_percent: float = typer.Option(50, "--layer-percent", help="Source layer as % of depth."),
+    positions: str = typer.Option("all", "--positions", "-p", help="all | last | N | A:B | N,M,..."),
+    mode: str = typer.Option("full", "--mode", help="full | tokens | segment"),
+    raw: bool = typer.Option(False, "--raw", help="Feed the context as plain text, without the chat template."),
+    max_new_tokens: int = typer.Option(40, "--max-new-tokens"),
+    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    num_samples: int = typer.Option(1, "--num-samples"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per answer on stdout."),
+    device: str | None = typer.Option(None, "--device"),
+):
+    """Ask an oracle questions about the activations of a context."""
+    from .oracle import Oracle
+
+    try:
+        oracle = Oracle.from_pretrained(model, adapter, device=device)
+        answers = oracle.ask(
+            context, question[0] if len(question) == 1 else list(question), layer=layer,
+            layer_percent=layer_percent, positions=parse_positions(positions), mode=mode, raw=raw,
+            max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, num_samples=num_samples,
+        )
+    except (ValueError, FileNotFoundError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    for a in answers:
+        if as_json:
+            typer.echo(json.dumps(a.to_dict()))
+        else:
+            where = f"positions {a.positions[0]}" if len(a.positions) == 1 else f"{len(a.positions)} positions"
+            typer.echo(f"[layer {a.layer}, {where}] Q: {a.question}\n  A: {a.text}")
+    sys.stdout.flush()
+
+
+def main():  # pragma: no cover - entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

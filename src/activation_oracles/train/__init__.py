@@ -1,0 +1,1 @@
+"""LoRA training of activation oracles."""
