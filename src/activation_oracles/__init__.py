@@ -2,11 +2,14 @@
 
 from .hooks import collect_activations, inject
 from .models import decoder_layers, layer_from_percent, load_model
+from .oracle import Oracle, OracleAnswer
 from .prompt import OraclePrompt, format_oracle_prompt
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Oracle",
+    "OracleAnswer",
     "OraclePrompt",
     "collect_activations",
     "decoder_layers",

@@ -56,8 +56,11 @@ def ask(
     device: str | None = typer.Option(None, "--device"),
 ):
     """Ask an oracle questions about the activations of a context."""
+    from transformers.utils import logging as hf_logging
+
     from .oracle import Oracle
 
+    hf_logging.disable_progress_bar()
     try:
         oracle = Oracle.from_pretrained(model, adapter, device=device)
         answers = oracle.ask(

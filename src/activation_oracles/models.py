@@ -234,18 +234,33 @@ def _n_params(mod: nn.Module) -> int:
     return sum(p.numel() for p in mod.parameters())
 
 
+def _embedding_parent(model: nn.Module) -> str | None:
+    try:
+        emb = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    for name, mod in model.named_modules():
+        if mod is emb:
+            return name.rpartition(".")[0]
+    return None
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder blocks of any causal LM, found by structure: the largest homogeneous ModuleList
-    whose length is the text config's layer count (vision towers of multimodal models lose on size)."""
+    """The decoder blocks of any causal LM, found by structure: the homogeneous ModuleList whose
+    length is the text config's layer count and that sits beside the token embeddings (which rules
+    out the vision tower of a multimodal model), the largest one if several remain."""
     base = unwrap(model)
     candidates = list(_homogeneous_lists(base))
     if not candidates:
         raise ValueError(f"{type(base).__name__} has no ModuleList of blocks; is it a transformer?")
     n = num_layers_from_config(base.config) if hasattr(base, "config") else None
-    if n is not None:
-        matching = [c for c in candidates if len(c[1]) == n]
-        candidates = matching or candidates
-    return max(candidates, key=lambda c: _n_params(c[1]))[1]
+    emb_parent = _embedding_parent(base)
+
+    def score(c):
+        name, mod = c
+        return (len(mod) == n, name.rpartition(".")[0] == emb_parent, _n_params(mod))
+
+    return max(candidates, key=score)[1]
 
 
 def num_layers(model: nn.Module) -> int:

@@ -1,0 +1,41 @@
+import json
+
+from typer.testing import CliRunner
+
+from activation_oracles.cli import app, parse_positions
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("ask", "data", "train"):
+        assert cmd in result.output
+
+
+def test_parse_positions():
+    assert parse_positions("all") == "all"
+    assert parse_positions("last") == "last"
+    assert parse_positions("-3") == -3
+    assert parse_positions("2:5") == slice(2, 5)
+    assert parse_positions("-4:") == slice(-4, None)
+    assert parse_positions("1,3") == [1, 3]
+
+
+def test_ask_json_end_to_end(smol):
+    result = runner.invoke(app, ["ask", "--context", "Paris is the capital of France.", "--question",
+                                 "What city is mentioned?", "--positions", "-4:", "--mode", "tokens",
+                                 "--max-new-tokens", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 4
+    assert all(r["layer"] == 15 and r["mode"] == "tokens" and len(r["positions"]) == 1 for r in rows)
+
+
+def test_ask_bad_input_exit_code(smol):
+    result = runner.invoke(app, ["ask", "--context", "hi", "--question", "Q?", "--layer", "99"])
+    assert result.exit_code == 2
+    assert "layer=99 is out of range" in result.output
+    result = runner.invoke(app, ["ask", "--model", "nope", "--context", "hi", "--question", "Q?"])
+    assert result.exit_code == 2 and "spec='nope'" in result.output
