@@ -134,12 +134,22 @@ def test_collect_equals_hidden_states(arch):
     model = make_tiny_model(arch)
     ids = torch.randint(10, 1000, (2, 7))
     mask = torch.ones_like(ids)
-    mask[0, :2] = 0
     acts = ao.collect_activations(model, ids, mask, layers=[0, 2])
     hs = _block_outputs(model, ids, mask)
     assert set(acts) == {0, 2}
     torch.testing.assert_close(acts[0], hs[1])
     torch.testing.assert_close(acts[2], hs[3])
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gpt2", "gpt_neox", "phi", "gemma2"])
+def test_collect_left_padded_row_equals_unpadded(arch):
+    model = make_tiny_model(arch)
+    short = torch.randint(10, 1000, (1, 5))
+    ids = torch.cat([torch.zeros(1, 3, dtype=torch.long), short], dim=1)
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
+    padded = ao.collect_activations(model, ids, mask, layers=[2])[2][0, 3:]
+    alone = ao.collect_activations(model, short, layers=[2])[2][0]
+    torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-5)
 
 
 def test_collect_stops_after_deepest_layer():

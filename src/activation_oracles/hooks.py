@@ -101,6 +101,12 @@ class _StopForward(Exception):
     pass
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token, so a left-padded row reads exactly as it
+    would alone (a plain forward otherwise numbers the pad tokens too)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 @contextlib.contextmanager
 def _adapters_off(model: nn.Module):
     """Base weights only, dropout off; the caller's train/eval mode is restored afterwards."""
@@ -155,7 +161,10 @@ def collect_activations(
             if use_adapter:
                 inner.eval()
             try:
-                inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                kwargs = {}
+                if attention_mask is not None and not bool(attention_mask.all()):
+                    kwargs["position_ids"] = position_ids_from_mask(attention_mask)
+                inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
             except _StopForward:
                 pass
             finally:

@@ -52,6 +52,53 @@ class _Query:
     vectors: torch.Tensor | None = field(default=None, repr=False)
 
 
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """[B, W] ids and attention mask, left-padded; and each row's offset (pads in front of it)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    offsets = []
+    for row, s in enumerate(seqs):
+        off = width - len(s)
+        ids[row, off:] = torch.tensor(s, dtype=torch.long)
+        mask[row, off:] = 1
+        offsets.append(off)
+    return ids, mask, offsets
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    placeholder_positions: list[list[int]],
+    vectors: list[torch.Tensor] | None,
+    *,
+    hook_layer: int = 1,
+    coefficient: float = 1.0,
+    max_new_tokens: int = 40,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+) -> list[str]:
+    """One batched `generate` over oracle prompts, each steered at its placeholders by its vectors
+    (`vectors=None`: no injection, the question alone). Uses whatever adapter is active on `model`."""
+    pad = tokenizer.pad_token_id
+    ids, mask, offsets = left_pad(prompt_ids, pad)
+    dev = model_device(model)
+    gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad)
+    if do_sample:
+        gen_kwargs["temperature"] = temperature
+    else:  # keep the model's sampling defaults from warning about being ignored
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    steer = contextlib.nullcontext()
+    if vectors is not None:
+        positions = [[off + p for p in ps] for off, ps in zip(offsets, placeholder_positions)]
+        steer = inject(model, vectors, positions, hook_layer=hook_layer, coefficient=coefficient)
+    with steer:
+        out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **gen_kwargs)
+    return [t.strip() for t in tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
+
+
 def read_ao_config(adapter: str | None) -> dict:
     """ao_config.json beside a local adapter (or in a hub repo, when the hub is reachable)."""
     if adapter is None:
@@ -202,14 +249,7 @@ class Oracle:
         todo = [i for i, c in enumerate(contexts) if c.ids is not None]
         if not todo:
             return {}
-        pad = self.tokenizer.pad_token_id
-        width = max(contexts[i].length for i in todo)
-        ids = torch.full((len(todo), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(todo), width), dtype=torch.long)
-        for row, i in enumerate(todo):
-            n = contexts[i].length
-            ids[row, width - n :] = torch.tensor(contexts[i].ids)
-            mask[row, width - n :] = 1
+        ids, mask, offsets = left_pad([contexts[i].ids for i in todo], self.tokenizer.pad_token_id)
         dev = model_device(self.model)
         ids, mask = ids.to(dev), mask.to(dev)
 
@@ -229,7 +269,7 @@ class Oracle:
             acts = run(True)
         else:
             acts = run(True).float() - run(False).float()
-        return {i: acts[row, width - contexts[i].length :] for row, i in enumerate(todo)}
+        return {i: acts[row, offsets[row] :] for row, i in enumerate(todo)}
 
     # ------------------------------------------------------------------ asking
 
@@ -322,30 +362,14 @@ class Oracle:
         return out
 
     def _generate(self, queries, layer, max_new_tokens, do_sample, temperature, coefficient) -> list[str]:
-        tok = self.tokenizer
-        prompts = [format_oracle_prompt(tok, layer=layer, num_positions=len(q.positions), question=q.question)
-                   for q in queries]
-        width = max(len(p.input_ids) for p in prompts)
-        ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        inj_pos = []
-        for row, p in enumerate(prompts):
-            off = width - len(p.input_ids)
-            ids[row, off:] = torch.tensor(p.input_ids)
-            mask[row, off:] = 1
-            inj_pos.append([off + x for x in p.positions])
-        dev = model_device(self.model)
-        gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id)
-        if do_sample:
-            gen_kwargs["temperature"] = temperature
-        else:  # keep the model's sampling defaults from warning about being ignored
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        vectors = [q.vectors for q in queries]
-        with self._oracle_weights(), torch.no_grad(), inject(
-            self.model, vectors, inj_pos, hook_layer=self.hook_layer, coefficient=coefficient
-        ):
-            out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **gen_kwargs)
-        return [t.strip() for t in tok.batch_decode(out[:, width:], skip_special_tokens=True)]
+        prompts = [format_oracle_prompt(self.tokenizer, layer=layer, num_positions=len(q.positions),
+                                        question=q.question) for q in queries]
+        with self._oracle_weights():
+            return generate_answers(
+                self.model, self.tokenizer, [p.input_ids for p in prompts], [p.positions for p in prompts],
+                [q.vectors for q in queries], hook_layer=self.hook_layer, coefficient=coefficient,
+                max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+            )
 
     @property
     def num_layers(self) -> int:
