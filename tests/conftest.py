@@ -16,10 +16,10 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VOCAB = 49152  # SmolLM2's, so tiny models can share its tokenizer
 
 
-def _tiny_config(arch: str):
+def _tiny_config(arch: str, layers: int = 4):
     import transformers as tf
 
-    common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+    common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
     if arch == "llama":
         return tf.LlamaConfig(**common)
@@ -47,11 +47,11 @@ def _tiny_config(arch: str):
 ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt_neox", "gpt2", "phi"]
 
 
-def make_tiny_model(arch: str = "llama", seed: int = 0):
+def make_tiny_model(arch: str = "llama", seed: int = 0, layers: int = 4):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(_tiny_config(arch), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(_tiny_config(arch, layers), dtype=torch.float32)
     return model.eval()
 
 

@@ -1,0 +1,423 @@
+"""Classification tasks as yes/no questions about a context (paper section 3.2, 7 train x 48k).
+
+A task is a source of items `(context, yes_classes)` plus question templates per class: asking
+about a class in `yes_classes` is answered "Yes", about any other class "No". Binary "is it true"
+tasks have a single class and take their Yes/No balance from the data.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import io
+from .schema import DataError, Row
+
+YES_NO_PREFIX = "Answer with 'Yes' or 'No' only. "
+TRAIN_TASKS = ("geometry_of_truth", "relations", "sst2", "md_gender", "snli", "ner", "tense")
+EVAL_TASKS = ("ag_news", "language_identification", "singular_plural")
+OPTIONAL_EVAL_TASKS = ("engels",)
+# Hub ids the paper uses; read with `datasets.load_dataset` when a task's source is "hub".
+HF_IDS = {
+    "sst2": ("stanfordnlp/sst2", "train"),
+    "ag_news": ("fancyzhx/ag_news", "test"),
+    "snli": ("stanfordnlp/snli", "train"),
+    "md_gender": ("facebook/md_gender_bias", "train"),  # config "funpedia"
+}
+
+Item = tuple[str, frozenset]
+
+NER_TYPES = {
+    "geo": "a geographical location", "org": "an organization", "per": "a person",
+    "gpe": "a country or nationality", "tim": "a time or date", "art": "an artifact",
+    "eve": "an event", "nat": "a natural phenomenon",
+}
+AG_NEWS = {"1": "world news", "2": "sports", "3": "business", "4": "science and technology"}
+LANG_FIX = {"Portugeese": "Portuguese", "Sweedish": "Swedish"}
+WILI = {"ang": "Old English", "ara": "Arabic", "cym": "Welsh", "dan": "Danish", "deu": "German", "eng": "English",
+        "fao": "Faroese", "isl": "Icelandic", "nob": "Norwegian", "swe": "Swedish"}
+GOT_FILES = ("sp_en_trans", "cities", "smaller_than", "larger_than", "companies_true_false")
+
+# Our own question wording, used when the source has no paraphrases/question.json.
+# "{}" is filled with the class name; templates without "{}" belong to the single class "true".
+QUESTIONS = {
+    "truth": ["Is this statement true?", "Is this true?", "Is the claim here correct?", "Is this factually accurate?",
+              "Would you say this statement is correct?", "Is what this says right?", "Is this a true fact?",
+              "Does this statement hold?", "Is this claim accurate?", "Is the statement above true?"],
+    "sst2": {"positive": ["Is this a positive review?", "Is the sentiment here positive?", "Does the writer like it?",
+                          "Is this text expressing a favourable opinion?", "Is the tone of this positive?",
+                          "Would you call this review positive?", "Is the author pleased?", "Is this praise?"],
+             "negative": ["Is this a negative review?", "Is the sentiment here negative?", "Does the writer dislike it?",
+                          "Is this text expressing an unfavourable opinion?", "Is the tone of this negative?",
+                          "Would you call this review negative?", "Is the author displeased?", "Is this a complaint?"]},
+    "md_gender": ["Is this sentence about a {} person?", "Is the person described here {}?", "Is the subject {}?",
+                  "Does this text talk about someone {}?", "Is this about a {} individual?", "Is the main person {}?", "Is the text about someone {}?", "Would you say the person here is {}?", "Is a {} person the focus of this?"],
+    "snli": ["Does the second sentence follow from the first?", "Is the second sentence consistent with the first?",
+             "Do these two sentences agree?", "Is the second statement implied by the first?",
+             "Does the first sentence support the second?", "Is this follow-up logically consistent?", "Can the second sentence be true if the first is?", "Does the second sentence agree with the first?", "Is the second claim supported by the first?"],
+    "ner": ["Does this text mention {}?", "Is {} named in this text?", "Does this sentence refer to {}?",
+            "Is there {} in this text?", "Does this passage name {}?", "Is {} mentioned here?", "Does the text contain {}?", "Can you find {} in this text?", "Does this text talk about {}?"],
+    "tense": ["Is this sentence in the {} tense?", "Is this written in the {} tense?", "Does this use the {} tense?",
+              "Is the verb here in the {} tense?", "Is this statement in the {} tense?", "Is the {} tense used here?", "Is the action in the {} tense?", "Would you say this is in the {} tense?", "Is this phrased in the {} tense?"],
+    "ag_news": ["Is this article about {}?", "Does this text cover {}?", "Is the topic of this {}?",
+                "Would you file this under {}?", "Is this a piece on {}?", "Is {} the subject of this text?", "Does this piece deal with {}?", "Would you classify this as {}?", "Is this story about {}?"],
+    "language_identification": ["Is this text written in {}?", "Is this in {}?", "Is the language of this {}?",
+                                "Was this written in {}?", "Is {} the language used here?", "Does this text use {}?", "Is this sentence in {}?", "Would a speaker of {} have written this?", "Is this passage written in {}?"],
+    "singular_plural": {"single": ["Does this sentence mention a single person?", "Is this about one person?",
+                                   "Is exactly one individual mentioned?", "Is the subject a single person?", "Is only one person involved?", "Is the sentence about one individual?"],
+                        "multiple": ["Does this sentence mention several people?", "Is this about more than one person?",
+                                     "Are multiple individuals mentioned?", "Is the subject a group of people?", "Is more than one person involved?", "Is the sentence about several individuals?"]},
+}
+QUESTIONS["geometry_of_truth"] = QUESTIONS["relations"] = QUESTIONS["truth"]
+
+
+@dataclass
+class TaskData:
+    """Loaded items of one task and its question templates, class -> list of complete questions."""
+
+    name: str
+    items: list[Item]
+    templates: dict[str, list[str]]
+    origin: str = ""
+
+
+def _templates(spec, classes: list[str]) -> dict[str, list[str]]:
+    if isinstance(spec, dict):
+        return {c: list(spec[c]) for c in classes if c in spec}
+    if any("{}" in t for t in spec):
+        return {c: [t.format(c) for t in spec] for c in classes}
+    return {"true": list(spec)}
+
+
+def _bool_items(pairs) -> list[Item]:
+    return [(t, frozenset({"true"}) if y else frozenset()) for t, y in pairs]
+
+
+# ----------------------------------------------------------------------------- local loaders
+# Each returns items with the class names the templates are filled with.
+
+
+def _load_got(root: Path) -> list[Item]:
+    pairs = []
+    for name in GOT_FILES:
+        p = root / "gmt" / f"{name}.csv"
+        for r in io.read_csv(p, ("statement", "label")):
+            pairs.append((r["statement"].strip(), str(r["label"]).strip() in ("1", "True", "true")))
+    return _bool_items(pairs)
+
+
+def _load_relations(root: Path, rng: np.random.Generator) -> list[Item]:
+    files = sorted((root / "relations").glob("*/*.json"))
+    if not files:
+        raise DataError(f"{root / 'relations'}: no relation files (*/*.json)")
+    pairs = []
+    for p in files:
+        d = io.read_json(p)
+        for key in ("prompt_templates", "samples"):
+            if key not in d:
+                raise DataError(f"{p}: missing field {key!r}")
+        samples = [s for s in d["samples"] if s.get("subject") and s.get("object")]
+        objects = sorted({s["object"] for s in samples})
+        if len(objects) < 2:
+            continue
+        for s in samples:
+            template = d["prompt_templates"][0]
+            # One true and one corrupted statement per sample keeps the task balanced.
+            pairs.append((f"{template.format(s['subject'])} {s['object']}.", True))
+            wrong = s["object"]
+            while wrong == s["object"]:
+                wrong = objects[int(rng.integers(len(objects)))]
+            pairs.append((f"{template.format(s['subject'])} {wrong}.", False))
+    return _bool_items(pairs)
+
+
+def _load_sst2(root: Path) -> list[Item]:
+    rows = io.read_csv(root / "sst2" / "train.tsv", ("sentence", "label"), delimiter="\t")
+    return [(r["sentence"].strip(), frozenset({"positive" if r["label"].strip() == "1" else "negative"})) for r in rows]
+
+
+def _load_md_gender(root: Path) -> list[Item]:
+    names = {"1": "female", "2": "male"}  # 0 = unknown/neutral is dropped
+    rows = io.read_csv(root / "md_gender" / "funpedia.csv", ("text", "label"))
+    return [(r["text"].strip(), frozenset({names[r["label"].strip()]})) for r in rows if r["label"].strip() in names]
+
+
+def _load_snli(root: Path) -> list[Item]:
+    rows = io.read_jsonl(root / "snli" / "snli_1.0_dev_test_subset.jsonl.gz", ("premise", "hypothesis", "gold_label"))
+    keep = {"entailment": True, "contradiction": False}
+    return _bool_items((f"{r['premise'].strip()} {r['hypothesis'].strip()}", keep[r["gold_label"]])
+                       for r in rows if r["gold_label"] in keep)
+
+
+def _load_ner(root: Path) -> list[Item]:
+    path = root / "ner" / "ner.csv"
+    rows = io.read_csv(path, ("Sentence #", "Word", "Tag"), encoding="latin-1")
+    items, words, types = [], [], set()
+
+    def flush():
+        if words:
+            text = " ".join(words)
+            for punct in (" ,", " .", " ;", " :", " 's", " !", " ?"):
+                text = text.replace(punct, punct[1:])
+            items.append((text, frozenset(NER_TYPES[t] for t in types)))
+
+    for r in rows:
+        if r["Sentence #"].strip():
+            flush()
+            words, types = [], set()
+        words.append(r["Word"])
+        tag = r["Tag"].strip()
+        if tag[:2] in ("B-", "I-") and tag[2:] in NER_TYPES:
+            types.add(tag[2:])
+    flush()
+    return items
+
+
+def _load_tense(root: Path) -> list[Item]:
+    p = root / "tense" / "tense_processed.json"
+    d = io.read_json(p)
+    io.require_fields(p, d, ("sentence", "label"))
+    return [(r["sentence"].strip(), frozenset({r["label"]})) for r in d]
+
+
+def _load_ag_news(root: Path) -> list[Item]:
+    rows = io.read_csv(root / "ag_news" / "ag_news.csv", ("Class Index", "Title", "Description"))
+    return [(f"{r['Title'].strip()}. {r['Description'].strip()}", frozenset({AG_NEWS[r["Class Index"].strip()]}))
+            for r in rows if r["Class Index"].strip() in AG_NEWS]
+
+
+def _load_language(root: Path) -> list[Item]:
+    d = root / "language_identification"
+    items = []
+    csv_path, wili_path = d / "language_detection_17lang.csv", d / "wili2018_10lang_100char.jsonl.gz"
+    if not csv_path.exists() and not wili_path.exists():
+        raise DataError(f"{d}: neither {csv_path.name} nor {wili_path.name} found")
+    if csv_path.exists():
+        for r in io.read_csv(csv_path, ("Text", "language")):
+            lang = LANG_FIX.get(r["language"].strip(), r["language"].strip())
+            items.append((r["Text"].strip(), frozenset({lang})))
+    if wili_path.exists():
+        for r in io.read_jsonl(wili_path, ("Text", "language")):
+            items.append((r["Text"].strip(), frozenset({WILI.get(r["language"], r["language"])})))
+    return items
+
+
+def _load_singular_plural(root: Path) -> list[Item]:
+    rows = io.read_csv(root / "singular_plural" / "singular_plural.csv", ("sentence", "n_subjects"))
+    return [(r["sentence"].strip(), frozenset({r["n_subjects"].strip()})) for r in rows]
+
+
+def _load_engels(root: Path) -> list[Item]:
+    """Optional Engels-style probing CSVs: engels/<name>.csv with `text,label` (1 = the named property)."""
+    files = sorted((root / "engels").glob("*.csv"))
+    if not files:
+        raise DataError(f"{root / 'engels'}: no probing CSVs (engels/*.csv with columns text,label)")
+    items = []
+    for p in files:
+        for r in io.read_csv(p, ("text", "label")):
+            items.append((r["text"].strip(), frozenset({p.stem}) if r["label"].strip() == "1" else frozenset()))
+    return items
+
+
+LOCAL_LOADERS: dict[str, Callable] = {
+    "geometry_of_truth": _load_got, "relations": _load_relations, "sst2": _load_sst2, "md_gender": _load_md_gender,
+    "snli": _load_snli, "ner": _load_ner, "tense": _load_tense, "ag_news": _load_ag_news,
+    "language_identification": _load_language, "singular_plural": _load_singular_plural, "engels": _load_engels,
+}
+ALL_TASKS = tuple(LOCAL_LOADERS)
+
+
+def _load_hub(name: str) -> list[Item]:
+    import datasets
+
+    if name not in HF_IDS:
+        raise DataError(f"task {name!r}: no hub source known; use a local directory")
+    hid, split = HF_IDS[name]
+    ds = datasets.load_dataset(hid, "funpedia" if name == "md_gender" else None, split=split)
+    if name == "sst2":
+        return [(r["sentence"].strip(), frozenset({"positive" if r["label"] == 1 else "negative"})) for r in ds]
+    if name == "ag_news":
+        return [(r["text"], frozenset({AG_NEWS[str(r["label"] + 1)]})) for r in ds]
+    if name == "snli":
+        return _bool_items((f"{r['premise']} {r['hypothesis']}", r["label"] == 0) for r in ds if r["label"] in (0, 2))
+    return [(r["text"], frozenset({{1: "female", 2: "male"}[r["gender"]]})) for r in ds if r["gender"] in (1, 2)]
+
+
+def _question_spec(name: str, root: Path | None):
+    """Paraphrases from the source's paraphrases/question.json when present, else ours."""
+    if root is not None and (root / "paraphrases" / "question.json").exists():
+        d = io.read_json(root / "paraphrases" / "question.json")
+        if name in d:
+            return d[name]
+    if name not in QUESTIONS:
+        raise DataError(f"task {name!r}: no question templates (add it to paraphrases/question.json)")
+    return QUESTIONS[name]
+
+
+def load_task(name: str, source: str | Path, seed: int = 0) -> TaskData:
+    """Load one task from "builtin", "hub" or a directory in the layout of shared/data/classification."""
+    if name not in LOCAL_LOADERS:
+        raise DataError(f"unknown classification task {name!r}; known: {', '.join(ALL_TASKS)}")
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    root = None
+    if str(source) == "builtin":
+        from . import builtin
+
+        items, spec = builtin.classification_items(name), QUESTIONS.get(name)
+    elif str(source) == "hub":
+        items, spec = _load_hub(name), QUESTIONS[name]
+    else:
+        root = Path(source)
+        if not root.is_dir():
+            raise DataError(f"classification source {root}: not a directory")
+        items = LOCAL_LOADERS[name](root, rng) if name == "relations" else LOCAL_LOADERS[name](root)
+        spec = _question_spec(name, root)
+    if name == "engels" and isinstance(spec, dict) and all(isinstance(v, dict) for v in spec.values()):
+        # Paraphrase file shape {dataset: {property: [...], not_property: [...]}} -> class per dataset.
+        spec = {ds: next(iter(v.values())) for ds, v in spec.items()}
+    # Unique contexts only: a repeated text could otherwise sit in train and test at once.
+    seen, uniq = set(), []
+    for text, ys in items:
+        if text and text not in seen and len(text) <= 2000:
+            seen.add(text)
+            uniq.append((text, ys))
+    if not uniq:
+        raise DataError(f"task {name!r} ({source}): no usable contexts")
+    classes = sorted(set().union(*(ys for _, ys in uniq)) | ({"true"} if _is_truth(spec) else set()))
+    if isinstance(spec, dict):
+        classes = sorted(set(classes) | set(spec))
+    templates = _templates(spec, classes)
+    if not templates:
+        raise DataError(f"task {name!r}: question templates match none of the classes {classes}")
+    return TaskData(name, uniq, templates, origin=str(source))
+
+
+def _is_truth(spec) -> bool:
+    return isinstance(spec, list) and not any("{}" in t for t in spec)
+
+
+# ----------------------------------------------------------------------------- example generation
+
+
+@dataclass
+class VariantSpec:
+    questions_per_context: int
+    min_offset: int = 1  # 1 = the last content token
+    max_offset: int = 5
+    min_window: int = 1
+    max_window: int = 1
+
+
+SINGLE = VariantSpec(questions_per_context=2)
+MULTI = VariantSpec(questions_per_context=1, min_window=1, max_window=50)
+
+
+def draw_window(rng, first: int, last: int, v: VariantSpec) -> np.ndarray:
+    """K contiguous positions ending `offset` tokens before the end of the content (offset 1 = last)."""
+    off = int(rng.integers(v.min_offset, v.max_offset + 1))
+    end = max(first, last - (off - 1))
+    k = int(rng.integers(v.min_window, v.max_window + 1))
+    start = max(first, end - k + 1)
+    return np.arange(start, end + 1, dtype=np.int32)
+
+
+@dataclass
+class ClassificationPlan:
+    """Per task: which contexts go to which split and how many examples each variant gets."""
+
+    task: TaskData
+    layers: list[int]
+    counts: dict[tuple[str, str], int]  # (split, variant) -> examples
+    variants: dict[str, VariantSpec]
+    allow_recycle: bool
+    seed: int
+    test_contexts: int = 0
+    train_contexts: int = 0
+    _pool: list = field(default_factory=list, repr=False)
+
+    def contexts_needed(self, split: str) -> int:
+        n = 0
+        for (s, v), c in self.counts.items():
+            if s == split and c:
+                n = max(n, math.ceil(c / (len(self.layers) * self.variants[v].questions_per_context)))
+        return n
+
+
+def plan_task(task: TaskData, *, layers, train_count, test_count, single_ratio, eval_only,
+              allow_recycle, seed, variants=None) -> ClassificationPlan:
+    variants = variants or {"single": SINGLE, "multi": MULTI}
+    counts = {}
+    for split, n in (("train", 0 if eval_only else train_count), ("test", test_count)):
+        if split == "train":
+            n_single = round(n * single_ratio)
+            counts[(split, "single")], counts[(split, "multi")] = n_single, n - n_single
+        else:  # held-out test sets per variant, each of test_count examples
+            counts[(split, "single")] = counts[(split, "multi")] = n
+    plan = ClassificationPlan(task, list(layers), counts, variants, allow_recycle, seed)
+    n_items = len(task.items)
+    need_test = plan.contexts_needed("test")
+    if eval_only:
+        plan.test_contexts = min(n_items, need_test) if allow_recycle else need_test
+    else:
+        # Hold out test contexts first; never more than a fifth of the source.
+        plan.test_contexts = min(need_test, max(1, n_items // 5)) if need_test else 0
+    if plan.test_contexts > n_items or (need_test > plan.test_contexts and not allow_recycle):
+        raise DataError(
+            f"classification task {task.name!r} ({task.origin}): the test split needs {need_test} contexts but "
+            f"the source offers {n_items if eval_only else max(1, n_items // 5)}; lower test_count or set allow_recycle: true")
+    plan.train_contexts = n_items - plan.test_contexts
+    need_train = plan.contexts_needed("train")
+    if need_train > plan.train_contexts and not allow_recycle:
+        raise DataError(
+            f"classification task {task.name!r} ({task.origin}): count={train_count} needs {need_train} train contexts "
+            f"but the source has only {plan.train_contexts} (after holding out {plan.test_contexts} for test); "
+            "lower the count or set allow_recycle: true")
+    if need_train and plan.train_contexts < 1:
+        raise DataError(f"classification task {task.name!r}: no contexts left for train")
+    return plan
+
+
+def _ask(rng, templates: dict[str, list[str]], ys: frozenset) -> tuple[str, str, str]:
+    classes = list(templates)
+    yes = [c for c in classes if c in ys]
+    no = [c for c in classes if c not in ys]
+    # Half the questions ask about a class the context has; single-class tasks take the data's balance.
+    pick_yes = bool(yes) and (not no or rng.random() < 0.5)
+    pool = yes if pick_yes else no
+    c = pool[int(rng.integers(len(pool)))]
+    tl = templates[c]
+    return YES_NO_PREFIX + tl[int(rng.integers(len(tl)))], "Yes" if pick_yes else "No", c
+
+
+def task_rows(plan: ClassificationPlan, renderer, split: str) -> Iterator[Row]:
+    """All rows of one task and split: contexts x layers x questions, per variant."""
+    name = plan.task.name
+    rng = np.random.default_rng([plan.seed, zlib.crc32(name.encode()), 1 if split == "train" else 2])
+    order = np.random.default_rng([plan.seed, zlib.crc32(name.encode())]).permutation(len(plan.task.items))
+    idx = order[: plan.test_contexts] if split == "test" else order[plan.test_contexts :]
+    for vname, v in plan.variants.items():
+        count = plan.counts.get((split, vname), 0)
+        if not count:
+            continue
+        per_ctx = len(plan.layers) * v.questions_per_context
+        n_ctx = math.ceil(count / per_ctx)
+        # Recycling walks fresh permutations of the same contexts; positions and questions are redrawn.
+        picks = np.concatenate([rng.permutation(idx) for _ in range(math.ceil(n_ctx / len(idx)))])[:n_ctx]
+        emitted = 0
+        for start in range(0, n_ctx, 512):
+            chunk = picks[start : start + 512]
+            rendered = renderer.render([plan.task.items[i][0] for i in chunk])
+            for i, (ids, first, last) in zip(chunk, rendered):
+                ys = plan.task.items[i][1]
+                for layer in plan.layers:
+                    for _ in range(v.questions_per_context):
+                        if emitted == count:
+                            break
+                        q, a, c = _ask(rng, plan.task.templates, ys)
+                        yield Row("classification", name, q, ids, draw_window(rng, first, last, v), layer, a, vname, c)
+                        emitted += 1

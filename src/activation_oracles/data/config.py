@@ -1,0 +1,204 @@
+"""The mixture configuration (YAML): per-task counts, layers, ratios, seed and sources."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .classification import ALL_TASKS, EVAL_TASKS, TRAIN_TASKS
+from .schema import DataError
+
+PACKAGED = ("builtin", "paper")
+PAPER_COUNTS = {"spqa": 64_000, "classification": 48_000, "context_prediction": 600_000}
+
+
+@dataclass
+class SpqaConfig:
+    count: int = 64_000
+    test_count: int = 1_000
+    source: str = "builtin"  # "builtin", a LatentQA directory, or a hub dataset id
+    test_fraction: float = 0.1  # of labels (hidden instructions), held out whole
+    all_fraction: float = 0.5  # "all remaining tokens" vs a short window
+    window: list[int] = field(default_factory=lambda: [1, 3])
+    offset: list[int] = field(default_factory=lambda: [1, 10])
+
+
+@dataclass
+class VariantConfig:
+    questions_per_context: int = 1
+    min_offset: int = 1
+    max_offset: int = 5
+    min_window: int = 1
+    max_window: int = 1
+
+
+@dataclass
+class ClassificationConfig:
+    count: int = 48_000  # train examples per train task
+    test_count: int = 250  # test examples per task and per variant
+    source: str = "builtin"  # "builtin", "hub", or a directory in the layout of shared/data/classification
+    sources: dict[str, str] = field(default_factory=dict)  # per-task override of `source`
+    counts: dict[str, int] = field(default_factory=dict)  # per-task override of `count`
+    train_tasks: list[str] = field(default_factory=lambda: list(TRAIN_TASKS))
+    eval_tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))
+    single_multi_ratio: list[float] = field(default_factory=lambda: [2, 1])
+    single: VariantConfig = field(default_factory=lambda: VariantConfig(2, 1, 5, 1, 1))
+    multi: VariantConfig = field(default_factory=lambda: VariantConfig(1, 1, 5, 1, 50))
+
+
+@dataclass
+class ContextPredictionConfig:
+    count: int = 600_000
+    test_count: int = 1_000
+    # Each: {path: file|dir|"builtin", weight: float, kind: text|chat (builtin only), name: optional}
+    sources: list[dict] = field(default_factory=lambda: [{"path": "builtin", "kind": "text", "weight": 0.5},
+                                                         {"path": "builtin", "kind": "chat", "weight": 0.5}])
+    test_fraction: float = 0.05  # of documents, held out whole
+    max_tokens: int = 512
+    k_multi: list[int] = field(default_factory=lambda: [1, 50])
+    j: list[int] = field(default_factory=lambda: [1, 50])  # the paper's main text says 1-20
+    single_fraction: float = 0.5  # K = 1
+    past_fraction: float = 0.5
+
+
+@dataclass
+class MixtureConfig:
+    model: str = "smollm2-135m"
+    seed: int = 0
+    layer_percents: list[float] = field(default_factory=lambda: [25, 50, 75])
+    allow_recycle: bool = False  # reuse source items when a count exceeds what a source holds
+    shard_size: int = 250_000  # rows per Arrow file
+    spqa: SpqaConfig = field(default_factory=SpqaConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+    context_prediction: ContextPredictionConfig = field(default_factory=ContextPredictionConfig)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def builtin(cls, model: str = "smollm2-135m", scale: float = 1.0, seed: int = 0) -> "MixtureConfig":
+        """The offline mixture from the project's own data (what `ao data build` builds with no CONFIG)."""
+        from .builtin import BUILTIN_EVAL_TASKS, BUILTIN_TRAIN_TASKS
+
+        s = lambda n: max(1, int(round(n * scale)))  # noqa: E731
+        return cls(
+            model=model, seed=seed, allow_recycle=True,
+            spqa=SpqaConfig(count=s(3000), test_count=s(300), source="builtin", test_fraction=0.15),
+            classification=ClassificationConfig(count=s(1500), test_count=s(150), source="builtin",
+                                                train_tasks=list(BUILTIN_TRAIN_TASKS),
+                                                eval_tasks=list(BUILTIN_EVAL_TASKS)),
+            context_prediction=ContextPredictionConfig(count=s(6000), test_count=s(300), j=[1, 20]),
+        )
+
+    @classmethod
+    def paper(cls, root: str | Path, model: str = "smollm2-135m", seed: int = 0) -> "MixtureConfig":
+        """Paper-size counts (1M examples) from local files in the layout of shared/data."""
+        root = Path(root)
+        return cls(
+            model=model, seed=seed,
+            spqa=SpqaConfig(source=str(root / "latentqa" / "eval")),
+            classification=ClassificationConfig(source=str(root / "classification")),
+            context_prediction=ContextPredictionConfig(sources=[
+                {"path": str(root / "context_prediction" / "web_text.jsonl.gz"), "weight": 0.5},
+                {"path": str(root / "context_prediction" / "chat.jsonl.gz"), "weight": 0.5}]),
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "MixtureConfig":
+        return _from_dict(cls, d or {}, where)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "MixtureConfig":
+        """Read a YAML file; the names "builtin" and "paper" (no such file here) mean the packaged ones."""
+        path = Path(path)
+        if not path.exists() and str(path) in PACKAGED:
+            path = packaged_config(str(path))
+        if not path.is_file():
+            raise DataError(f"{path}: mixture config not found")
+        try:
+            d = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise DataError(f"{path}: not valid YAML ({e})") from None
+        if d is not None and not isinstance(d, dict):
+            raise DataError(f"{path}: the top level must be a mapping")
+        return cls.from_dict(d, str(path))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> "MixtureConfig":
+        c = self.classification
+        for t in list(c.train_tasks) + list(c.eval_tasks) + list(c.sources) + list(c.counts):
+            if t not in ALL_TASKS:
+                raise DataError(f"classification: unknown task name {t!r}; known: {', '.join(ALL_TASKS)}")
+        both = set(c.train_tasks) & set(c.eval_tasks)
+        if both:
+            raise DataError(f"classification: task(s) {sorted(both)} are in both train_tasks and eval_tasks")
+        if not self.layer_percents or any(not 0 <= p <= 100 for p in self.layer_percents):
+            raise DataError(f"layer_percents={self.layer_percents}: give percents between 0 and 100")
+        for name, n in [("spqa.count", self.spqa.count), ("classification.count", c.count),
+                        ("context_prediction.count", self.context_prediction.count),
+                        *[(f"classification.counts.{k}", v) for k, v in c.counts.items()]]:
+            if not isinstance(n, int) or n < 0:
+                raise DataError(f"{name}={n!r} must be a non-negative integer")
+        for name, r in [("context_prediction.k_multi", self.context_prediction.k_multi),
+                        ("context_prediction.j", self.context_prediction.j),
+                        ("spqa.window", self.spqa.window), ("spqa.offset", self.spqa.offset)]:
+            if len(r) != 2 or not 1 <= r[0] <= r[1]:
+                raise DataError(f"{name}={r}: give [min, max] with 1 <= min <= max")
+        if len(c.single_multi_ratio) != 2 or sum(c.single_multi_ratio) <= 0:
+            raise DataError(f"classification.single_multi_ratio={c.single_multi_ratio}: give [single, multi]")
+        return self
+
+    def resolved(self) -> "MixtureConfig":
+        """Paths expanded ($VARS, ~) and made absolute, so hashes do not depend on the working directory."""
+        d = self.to_dict()
+
+        def fix(p):
+            if p in ("builtin", "hub") or (isinstance(p, str) and (p.startswith("hf:") or _looks_like_hub(p))):
+                return p
+            return str(Path(os.path.expandvars(str(p))).expanduser().resolve())
+
+        d["spqa"]["source"] = fix(d["spqa"]["source"])
+        d["classification"]["source"] = fix(d["classification"]["source"])
+        d["classification"]["sources"] = {k: fix(v) for k, v in d["classification"]["sources"].items()}
+        for s in d["context_prediction"]["sources"]:
+            if "path" in s:
+                s["path"] = fix(s["path"])
+        return MixtureConfig.from_dict(d)
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a YAML shipped in activation_oracles/builtin: "builtin" or "paper"."""
+    if name not in PACKAGED:
+        raise DataError(f"no packaged mixture {name!r}; packaged: {', '.join(PACKAGED)}")
+    return Path(__file__).resolve().parents[1] / "builtin" / f"data_{name}.yaml"
+
+
+def _looks_like_hub(p: str) -> bool:
+    parts = p.split("/")
+    return len(parts) == 2 and all(parts) and not Path(os.path.expandvars(p)).expanduser().exists() \
+        and not p.startswith((".", "~", "$"))
+
+
+def _from_dict(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise DataError(f"{where}: expected a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise DataError(f"{where}: unknown field(s) {unknown}; known: {sorted(fields)}")
+    kw = {}
+    for k, v in d.items():
+        default = fields[k].default_factory() if fields[k].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            kw[k] = _from_dict(type(default), v, f"{where}.{k}")
+        else:
+            kw[k] = v
+    return cls(**kw)

@@ -1,0 +1,366 @@
+"""Build a mixture once into Arrow shards (`datasets.load_from_disk`-compatible) and reuse it.
+
+Streaming end to end: every family yields rows lazily, the train split interleaves them in a seeded
+random order (plus a small shuffle buffer), and rows are tokenized and written in chunks of a few
+thousand, so memory stays flat however many examples are built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..models import layer_from_percent
+from . import classification as cls_mod
+from .config import MixtureConfig
+from .context_prediction import cp_rows, plan_cp
+from .schema import COLUMNS, DataError, Row, features
+from .spqa import plan_spqa, spqa_rows
+from .tokenize import ContextRenderer, OracleFormatter
+
+BUILDER_VERSION = "2"
+META_FILE = "ao_data.json"
+CHUNK = 2048
+SHUFFLE_BUFFER = 4096
+
+
+# ----------------------------------------------------------------------------- tokenizer and key
+
+
+def load_tokenizer(spec: str):
+    """(tokenizer, number of decoder blocks) of a model spec, without loading the weights."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..models import resolve_spec
+
+    where, gguf = resolve_spec(spec)
+    kw = {"gguf_file": gguf} if gguf else {}
+    tok = AutoTokenizer.from_pretrained(where, **kw)
+    cfg = AutoConfig.from_pretrained(where, **kw)
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    n = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
+    if not n:
+        raise DataError(f"model {spec!r}: config has no num_hidden_layers")
+    return tok, int(n)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update(backend.to_str().encode() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    h.update(str(tokenizer.chat_template).encode())
+    h.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _source_paths(cfg: MixtureConfig) -> list[str]:
+    c = cfg.classification
+    paths = [cfg.spqa.source, c.source, *c.sources.values(), *[s.get("path", "") for s in cfg.context_prediction.sources]]
+    return sorted({p for p in paths if p and os.path.exists(p)})
+
+
+def _files_fingerprint(paths: list[str]) -> list:
+    # Size and mtime of every file: editing a source file invalidates the cache.
+    out = []
+    for p in paths:
+        files = [Path(p)] if os.path.isfile(p) else sorted(x for x in Path(p).rglob("*") if x.is_file())
+        out += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return out
+
+
+def mixture_key(cfg: MixtureConfig, tokenizer, n_layers: int) -> str:
+    """Content hash of the resolved config, the tokenizer (with its chat template), the sources and the builder."""
+    from . import builtin
+
+    payload = {
+        "builder": BUILDER_VERSION,
+        "builtin": builtin.BUILTIN_VERSION,
+        "config": cfg.to_dict(),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "n_layers": n_layers,
+        "files": _files_fingerprint(_source_paths(cfg)),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+class Plan:
+    """Every family prepared (sources read, capacities checked) before anything is written."""
+
+    def __init__(self, cfg: MixtureConfig, tokenizer, n_layers: int):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.layers = sorted({layer_from_percent(n_layers, p) for p in cfg.layer_percents})
+        self.renderer = ContextRenderer(tokenizer)
+        s, c, cp = cfg.spqa, cfg.classification, cfg.context_prediction
+        self.spqa = None
+        if s.count or s.test_count:
+            self.spqa = plan_spqa(s.source, layers=self.layers, train_count=s.count, test_count=s.test_count,
+                                  test_fraction=s.test_fraction, allow_recycle=cfg.allow_recycle, seed=cfg.seed)
+            self.spqa.all_fraction, self.spqa.window, self.spqa.offset = s.all_fraction, tuple(s.window), tuple(s.offset)
+        variants = {"single": cls_mod.VariantSpec(**vars(c.single)), "multi": cls_mod.VariantSpec(**vars(c.multi))}
+        ratio = c.single_multi_ratio[0] / sum(c.single_multi_ratio)
+        self.cls = []
+        for name in list(c.train_tasks) + list(c.eval_tasks):
+            eval_only = name in c.eval_tasks
+            n = c.counts.get(name, c.count)
+            if not (n or c.test_count) or (eval_only and not c.test_count):
+                continue
+            task = cls_mod.load_task(name, c.sources.get(name, c.source), seed=cfg.seed)
+            self.cls.append(cls_mod.plan_task(task, layers=self.layers, train_count=n, test_count=c.test_count,
+                                              single_ratio=ratio, eval_only=eval_only, variants=variants,
+                                              allow_recycle=cfg.allow_recycle, seed=cfg.seed))
+        self.cp = None
+        if cp.count or cp.test_count:
+            self.cp = plan_cp(tokenizer, cp.sources, layers=self.layers, train_count=cp.count, test_count=cp.test_count,
+                              test_fraction=cp.test_fraction, max_tokens=cp.max_tokens, k_multi=cp.k_multi,
+                              j_range=cp.j, single_fraction=cp.single_fraction, past_fraction=cp.past_fraction,
+                              allow_recycle=cfg.allow_recycle, seed=cfg.seed)
+
+    def streams(self, split: str) -> list[tuple[str, int, Iterator[Row]]]:
+        """(name, exact row count, row iterator) per family/task for one split."""
+        out = []
+        if self.spqa is not None and self.spqa.counts[split]:
+            out.append(("spqa", self.spqa.counts[split], spqa_rows(self.spqa, self.tokenizer, split)))
+        for p in self.cls:
+            n = sum(v for (s, _), v in p.counts.items() if s == split)
+            if n:
+                out.append((f"classification/{p.task.name}", n, cls_mod.task_rows(p, self.renderer, split)))
+        if self.cp is not None and self.cp.counts[split]:
+            out.append(("context_prediction", self.cp.counts[split], cp_rows(self.cp, self.tokenizer, split)))
+        return out
+
+
+def _exact(name: str, n: int, it: Iterator[Row]) -> Iterator[Row]:
+    """Exactly n rows of a stream; a stream that ends early is a builder bug, reported by name."""
+    i = 0
+    while i < n:
+        row = next(it, None)
+        if row is None:
+            raise RuntimeError(f"{name}: produced {i} rows, expected {n} (builder bug)")
+        yield row
+        i += 1
+
+
+def interleave(streams, seed: int, shuffle_buffer: int = SHUFFLE_BUFFER) -> Iterator[Row]:
+    """Rows of all streams in a seeded random order: a random permutation of stream labels (weights = counts),
+    then a shuffle buffer that breaks up the per-context groups a task emits together."""
+    rng = np.random.default_rng([seed, zlib.crc32(b"interleave")])
+    its = [_exact(n, c, it) for n, c, it in streams]
+    order = rng.permutation(np.repeat(np.arange(len(streams), dtype=np.int32), [c for _, c, _ in streams]))
+    buf: list[Row] = []
+    draws = iter(())
+    for s in order:
+        row = next(its[s])
+        if len(buf) < shuffle_buffer:
+            buf.append(row)
+            continue
+        j = next(draws, None)
+        if j is None:
+            draws = iter(rng.integers(0, shuffle_buffer, size=8192).tolist())
+            j = next(draws)
+        buf[j], row = row, buf[j]
+        yield row
+    rng.shuffle(buf)
+    yield from buf
+
+
+def chained(streams) -> Iterator[Row]:
+    for n, c, it in streams:
+        yield from _exact(n, c, it)
+
+
+# ----------------------------------------------------------------------------- Arrow writing
+
+
+def _list_array(arrays: list[np.ndarray]):
+    import pyarrow as pa
+
+    lens = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum(lens, out=offsets[1:])
+    values = np.concatenate(arrays).astype(np.int32, copy=False) if arrays else np.zeros(0, np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _record_batch(rows: list[Row], split: str, formatter: OracleFormatter, schema):
+    import pyarrow as pa
+
+    ks = [len(r.context_positions) for r in rows]
+    ids, labels, pos = formatter.format_batch([r.layer for r in rows], ks, [r.question for r in rows],
+                                              [r.target for r in rows])
+    cols = {
+        "task": pa.array([r.task for r in rows]), "dataset": pa.array([r.dataset for r in rows]),
+        "question": pa.array([r.question for r in rows]),
+        "context_input_ids": _list_array([r.context_input_ids for r in rows]),
+        "context_positions": _list_array([r.context_positions for r in rows]),
+        "layer": pa.array([r.layer for r in rows], pa.int32()), "input_ids": _list_array(ids),
+        "labels": _list_array(labels), "positions": _list_array(pos),
+        "target": pa.array([r.target for r in rows]), "variant": pa.array([r.variant for r in rows]),
+        "split": pa.array([split] * len(rows)), "label": pa.array([r.label for r in rows]),
+    }
+    return pa.RecordBatch.from_arrays([cols[c] for c in COLUMNS], schema=schema)
+
+
+def write_split(out: Path, split: str, rows: Iterable[Row], total: int, formatter: OracleFormatter,
+                shard_size: int, fingerprint: str, progress=None) -> int:
+    """Write rows as `datasets.save_to_disk` does: data-XXXXX-of-YYYYY.arrow + dataset_info.json + state.json."""
+    import pyarrow as pa
+
+    feats = features()
+    schema = feats.arrow_schema
+    out.mkdir(parents=True, exist_ok=True)
+    n_shards = max(1, math.ceil(total / shard_size))
+    names = [f"data-{i:05d}-of-{n_shards:05d}.arrow" for i in range(n_shards)]
+    written, shard, writer, sink, chunk = 0, -1, None, None, []
+
+    def flush(chunk):
+        nonlocal written, shard, writer, sink
+        while chunk:
+            if writer is None or written >= (shard + 1) * shard_size:
+                if writer is not None:
+                    writer.close()
+                    sink.close()
+                shard += 1
+                sink = pa.OSFile(str(out / names[shard]), "wb")
+                writer = pa.ipc.new_stream(sink, schema)
+            room = (shard + 1) * shard_size - written
+            part, chunk = chunk[:room], chunk[room:]
+            writer.write_batch(_record_batch(part, split, formatter, schema))
+            written += len(part)
+            if progress is not None:
+                progress.update(len(part))
+
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == CHUNK:
+            flush(chunk)
+            chunk = []
+    flush(chunk)
+    if writer is None:  # empty split: one empty shard keeps load_from_disk happy
+        sink = pa.OSFile(str(out / names[0]), "wb")
+        writer = pa.ipc.new_stream(sink, schema)
+        shard = 0
+    writer.close()
+    sink.close()
+    info = {"citation": "", "description": "Activation Oracle training examples (token ids only).",
+            "features": feats.to_dict(), "homepage": "", "license": ""}
+    (out / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    state = {"_data_files": [{"filename": n} for n in names[: shard + 1]], "_fingerprint": fingerprint,
+             "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+             "_split": split}
+    (out / "state.json").write_text(json.dumps(state, indent=2))
+    return written
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _read_meta(out: Path) -> dict | None:
+    try:
+        return json.loads((out / META_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def default_out_dir(key: str) -> Path:
+    from ..models import cache_dir
+
+    return cache_dir() / "data" / key[:20]
+
+
+def build_mixture(config: MixtureConfig | str | Path | None = None, tokenizer=None, out_dir: str | Path | None = None,
+                  *, n_layers: int | None = None, progress: bool = False, force: bool = False, log=print):
+    """Build (or reuse) the mixture and return it as a DatasetDict with splits train and test.
+
+    `config`: a MixtureConfig, a YAML path, or None for the built-in offline mixture. `tokenizer`/`n_layers`:
+    default to the config's model. `out_dir`: default `<cache>/data/<key>`. A directory built from the same
+    key is reused; one built from another key is rebuilt (never silently reused); `force` always rebuilds.
+    """
+    if config is None:
+        config = MixtureConfig.builtin()
+    elif not isinstance(config, MixtureConfig):
+        config = MixtureConfig.from_yaml(config)
+    cfg = config.validate().resolved()
+    if tokenizer is None:
+        tokenizer, n = load_tokenizer(cfg.model)
+        n_layers = n_layers or n
+    if n_layers is None:
+        raise DataError("n_layers is required when a tokenizer is given")
+    key = mixture_key(cfg, tokenizer, n_layers)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(key)
+    meta = _read_meta(out)
+    if out.exists() and any(out.iterdir()) and meta is None:
+        raise DataError(f"{out}: exists and is not an `ao data` directory; choose another --out")
+    if meta is not None and meta.get("key") == key and not force:
+        log(f"reusing {out} (key {key[:12]})")
+        return load_mixture(out)
+    if meta is not None:
+        log(f"{out}: built from a different config/tokenizer/source (key {meta.get('key', '?')[:12]} != "
+            f"{key[:12]}); rebuilding" if meta.get("key") != key else f"{out}: rebuilding (force)")
+    t0 = time.time()
+    plan = Plan(cfg, tokenizer, n_layers)
+    formatter = OracleFormatter(tokenizer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        counts = {}
+        for split in ("train", "test"):
+            streams = plan.streams(split)
+            total = sum(c for _, c, _ in streams)
+            counts[split] = {n: c for n, c, _ in streams}
+            rows = interleave(streams, cfg.seed) if split == "train" else chained(streams)
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, desc=f"ao data build [{split}]", unit="ex", smoothing=0.05)
+            write_split(tmp / split, split, rows, total, formatter, cfg.shard_size, f"{key[:16]}{split}", bar)
+            if bar is not None:
+                bar.close()
+        (tmp / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+        meta = {
+            "key": key, "builder_version": BUILDER_VERSION, "model": cfg.model, "n_layers": n_layers,
+            "layers": plan.layers, "config": cfg.to_dict(), "counts": counts,
+            "skipped_too_short": dict(plan.cp.skipped) if plan.cp else {}, "seconds": round(time.time() - t0, 1),
+            "fast_oracle_format": formatter.exact_fast,
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return load_mixture(out)
+
+
+def load_mixture(path: str | Path):
+    """The DatasetDict (train, test) of a built mixture directory (memory-mapped)."""
+    import datasets
+
+    path = Path(path)
+    meta = _read_meta(path)
+    if meta is None:
+        raise DataError(f"{path}: not a built mixture (no {META_FILE}); run `ao data build --out {path}`")
+    if meta.get("builder_version") != BUILDER_VERSION:
+        raise DataError(f"{path}: built by data builder v{meta.get('builder_version')}, this is v{BUILDER_VERSION}; rebuild it")
+    return datasets.load_from_disk(str(path))
+
+
+def mixture_info(path: str | Path) -> dict:
+    meta = _read_meta(Path(path))
+    if meta is None:
+        raise DataError(f"{path}: not a built mixture (no {META_FILE})")
+    return meta

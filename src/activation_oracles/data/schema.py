@@ -1,0 +1,51 @@
+"""Columns of one oracle training example (token ids only; activations are computed later)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+TASKS = ("spqa", "classification", "context_prediction")
+VARIANTS = ("single", "multi", "all", "window", "past", "future")
+SPLITS = ("train", "test")
+IGNORE_INDEX = -100
+
+# Order of the columns on disk; the trainer reads them by name.
+COLUMNS = (
+    "task", "dataset", "question", "context_input_ids", "context_positions", "layer",
+    "input_ids", "labels", "positions", "target", "variant", "split", "label",
+)
+INT_LIST_COLUMNS = ("context_input_ids", "context_positions", "input_ids", "labels", "positions")
+
+
+class DataError(ValueError):
+    """Bad source data or configuration; the message names the file (or task) and the field."""
+
+
+class Row(NamedTuple):
+    """One example before the oracle side is tokenized (the writer adds input_ids/labels/positions)."""
+
+    task: str
+    dataset: str
+    question: str
+    context_input_ids: np.ndarray  # int32, the read prompt fed to the target model
+    context_positions: np.ndarray  # int32, K source positions into context_input_ids
+    layer: int
+    target: str
+    variant: str
+    label: str = ""  # classification: the class the question asks about (what "Yes" would affirm)
+
+
+def features():
+    """Hugging Face `datasets.Features` of the schema (int lists are int32 sequences)."""
+    import datasets
+
+    ints = datasets.Sequence(datasets.Value("int32"))
+    s = datasets.Value("string")
+    spec = {
+        "task": s, "dataset": s, "question": s, "context_input_ids": ints, "context_positions": ints,
+        "layer": datasets.Value("int32"), "input_ids": ints, "labels": ints, "positions": ints,
+        "target": s, "variant": s, "split": s, "label": s,
+    }
+    return datasets.Features({c: spec[c] for c in COLUMNS})

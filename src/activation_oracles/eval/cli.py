@@ -1,0 +1,44 @@
+"""`ao eval`: evaluate any oracle adapter on held-out yes/no classification, with baselines."""
+
+from __future__ import annotations
+
+import typer
+
+
+def eval_command(
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="Oracle adapter dir or hub id (none: untrained)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Base model (default: from ao_config.json, else smollm2-135m)."),
+    data: str | None = typer.Option(None, "--data", "-d",
+                                    help="Mixture dir, mixture YAML, or a classification source dir "
+                                         "(e.g. ../shared/data/classification). Default: the built-in mixture."),
+    tasks: str | None = typer.Option(None, "--tasks", "-t", help="Comma-separated datasets to evaluate (default all)."),
+    out: str = typer.Option("eval_out", "--out", "-o", help="Where report.md, results.json and plots go."),
+    max_per_group: int = typer.Option(200, "--max-per-group", help="Held-out questions per dataset and variant."),
+    metrics: str | None = typer.Option(None, "--metrics", help="A run's metrics.jsonl, to plot its loss curves."),
+    device: str | None = typer.Option(None, "--device"),
+):
+    """Score an oracle per task (single- and multi-token separately) against the untrained oracle,
+    the no-injection control and a linear probe on the same activations, with 95 % intervals."""
+    from transformers.utils import logging as hf_logging
+
+    from ..oracle import Oracle, read_ao_config
+    from .run import eval_data, run_eval
+
+    hf_logging.disable_progress_bar()
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    base = model or read_ao_config(adapter).get("base_model") or "smollm2-135m"
+    try:
+        oracle = Oracle.from_pretrained(base, adapter, device=device)
+        dd = eval_data(data, base, task_list)
+        _, summary, samples, report = run_eval(
+            oracle, dd, out, tasks=task_list, max_per_group=max_per_group, metrics_path=metrics,
+            meta={"adapter": adapter or "none (untrained)", "base_model": base, "data": data or "built-in"},
+        )
+    except (ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report.read_text())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

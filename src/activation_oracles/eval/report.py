@@ -1,0 +1,132 @@
+"""Writing an evaluation: results.json, report.md and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .classification import METHODS, GroupResult
+
+LABELS = {"oracle": "trained oracle", "untrained": "untrained oracle", "no_injection": "no injection",
+          "probe": "linear probe"}
+
+
+def _fmt(s: dict | None) -> str:
+    if not s:
+        return "–"
+    return f"{s['acc']:.3f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_losses(metrics: list[dict], out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not metrics:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    keys = sorted({k for m in metrics for k in m if k.startswith("loss/")})
+    for k in ["loss", *keys]:
+        pts = [(m["step"], m[k]) for m in metrics if k in m and m[k] is not None]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label="all tasks" if k == "loss" else k.split("/", 1)[1], lw=2 if k == "loss" else 1)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (answer tokens)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("Training loss per task")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_accuracy(results: list[GroupResult], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [f"{r.dataset}\n{r.variant}" for r in results]
+    methods = [m for m in METHODS if any(m in r.scores for r in results)]
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(results)), 4.5))
+    x = np.arange(len(results))
+    for j, m in enumerate(methods):
+        acc = [r.scores[m].acc if m in r.scores else np.nan for r in results]
+        d = [r.scores[m].to_dict() if m in r.scores else None for r in results]
+        err = [[a - s["ci_low"] if s else 0 for a, s in zip(acc, d)], [s["ci_high"] - a if s else 0 for a, s in zip(acc, d)]]
+        ax.bar(x + (j - (len(methods) - 1) / 2) * width, acc, width, yerr=err, capsize=2, label=LABELS[m])
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (95 % CI)")
+    ax.set_title("Held-out yes/no classification")
+    ax.legend(fontsize=8, ncol=len(methods), loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict, *, title: str = "Oracle evaluation",
+                 metrics_path: str | Path | None = None, extra_md: str = "", meta: dict | None = None) -> Path:
+    """report.md + results.json + accuracy.png (+ loss.png when training metrics are given)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta or {}, "summary": summary, "groups": [r.to_dict() for r in results]}
+    _atomic_write(out / "results.json", json.dumps(payload, indent=2))
+    plot_accuracy(results, out / "accuracy.png")
+    loss_png = plot_losses(read_metrics(Path(metrics_path)), out / "loss.png") if metrics_path else None
+
+    lines = [f"# {title}", ""]
+    if meta:
+        lines += [f"- {k}: {v}" for k, v in meta.items()] + [""]
+    lines += ["## Held-out yes/no classification", "",
+              "Accuracy with 95 % Wilson intervals; `n` held-out questions per group.", "",
+              "| dataset | variant | n | " + " | ".join(LABELS[m] for m in METHODS) + " | oracle format-correct |",
+              "|---|---|---|" + "---|" * len(METHODS) + "---|"]
+    for r in results:
+        d = r.to_dict()["scores"]
+        fmt = d.get("oracle", {}).get("format_acc")
+        tail = f" | {fmt:.2f} |" if fmt is not None else " | – |"
+        lines.append(f"| {r.dataset} | {r.variant} | {r.n} | " + " | ".join(_fmt(d.get(m)) for m in METHODS) + tail)
+    lines += ["", "## Summary", ""]
+    th = summary.get("probe_threshold", 0.75)
+    lines.append(f"Groups whose linear probe reaches {th:.0%}: {', '.join(summary.get('eligible_groups', [])) or 'none'}.")
+    lines.append("")
+    for m in METHODS:
+        v, a = summary.get(f"mean_{m}"), summary.get(f"mean_all_{m}")
+        lines.append(f"- {LABELS[m]}: mean over those groups {v:.3f}, over all groups {a:.3f}" if v is not None and a is not None
+                     else f"- {LABELS[m]}: over all groups {a:.3f}" if a is not None else f"- {LABELS[m]}: –")
+    if "bar" in summary:
+        b = summary["bar"]
+        lines += ["", f"- trained minus untrained oracle: {summary['oracle_minus_untrained']:+.3f} "
+                      f"({'meets' if b['beats_untrained_by_20'] else 'misses'} the +0.20 bar)",
+                  f"- trained oracle minus no-injection control: {summary['oracle_minus_no_injection']:+.3f} "
+                  f"({'meets' if b['beats_no_injection_by_15'] else 'misses'} the +0.15 bar)",
+                  f"- linear probe minus trained oracle: {summary['probe_minus_oracle']:+.3f} "
+                  f"({'meets' if b['within_10_of_probe'] else 'misses'} the 0.10 bar)"]
+    lines += ["", "![accuracy](accuracy.png)"]
+    if loss_png:
+        lines += ["", "![training loss](loss.png)"]
+    if extra_md:
+        lines += ["", extra_md]
+    _atomic_write(out / "report.md", "\n".join(lines) + "\n")
+    return out / "report.md"

@@ -1,0 +1,60 @@
+"""One evaluation run: an adapter (or none), held-out data, every baseline, a written report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .classification import evaluate_classification, summarize
+from .report import write_report
+from .samples import sample_answers, samples_markdown
+
+
+def eval_data(data: str | None, model: str, tasks=None, *, test_count: int = 200, train_count: int = 600):
+    """A DatasetDict to evaluate on: a built mixture dir, a mixture YAML, a directory of classification
+    sources in the layout of shared/data/classification, or (None) the built-in offline mixture."""
+    from ..data import MixtureConfig, build_mixture, load_mixture
+
+    if data is None:
+        return build_mixture(MixtureConfig.builtin(model))
+    p = Path(data).expanduser()
+    if (p / "dataset_dict.json").is_file():
+        return load_mixture(p)
+    if p.is_file():
+        return build_mixture(MixtureConfig.from_yaml(p))
+    if p.is_dir():
+        cfg = MixtureConfig.builtin(model)
+        c = cfg.classification
+        c.source = str(p)
+        c.sources = {}
+        if tasks:
+            c.train_tasks = [t for t in tasks if t in c.train_tasks or t not in c.eval_tasks]
+            c.eval_tasks = [t for t in tasks if t not in c.train_tasks]
+        else:
+            from ..data.classification import EVAL_TASKS, TRAIN_TASKS
+
+            c.train_tasks, c.eval_tasks = list(TRAIN_TASKS), list(EVAL_TASKS)
+        c.count, c.test_count = train_count, test_count
+        cfg.allow_recycle = True
+        cfg.spqa.count = cfg.spqa.test_count = 0
+        cfg.context_prediction.count = cfg.context_prediction.test_count = 0
+        return build_mixture(cfg)
+    raise FileNotFoundError(f"--data {data!r}: not a mixture directory, a YAML config or a source directory")
+
+
+def run_eval(oracle, data, out_dir, *, tasks=None, max_per_group: int | None = 200, metrics_path=None,
+             title: str = "Oracle evaluation", meta: dict | None = None, samples: int = 1, progress: bool = True):
+    """Evaluate `oracle` (an `Oracle`) on `data` (a DatasetDict) and write the report into `out_dir`."""
+    t0 = time.time()
+    results = evaluate_classification(oracle.model, oracle.tokenizer, data, hook_layer=oracle.hook_layer,
+                                      tasks=tasks, max_per_group=max_per_group, progress=progress)
+    summary = summarize(results)
+    shown = sample_answers(oracle.model, oracle.tokenizer, data["test"], hook_layer=oracle.hook_layer,
+                           per_task=samples) if samples else []
+    meta = dict(meta or {})
+    meta["eval_seconds"] = round(time.time() - t0, 1)
+    report = write_report(out_dir, results, summary, title=title, metrics_path=metrics_path,
+                          extra_md=samples_markdown(shown) if shown else "", meta=meta)
+    (Path(out_dir) / "samples.json").write_text(json.dumps([s.to_dict() for s in shown], indent=2, ensure_ascii=False))
+    return results, summary, shown, report

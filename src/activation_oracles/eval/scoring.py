@@ -1,0 +1,34 @@
+"""Scoring yes/no answers and putting confidence intervals on accuracies."""
+
+from __future__ import annotations
+
+import math
+import string
+
+YES_NO = ("yes", "no")
+
+
+def first_word(text: str) -> str:
+    """First whitespace-separated word, stripped of punctuation, lower-cased."""
+    for w in text.strip().split():
+        w = w.strip(string.punctuation + "“”‘’")
+        if w:
+            return w.lower()
+    return ""
+
+
+def score(answer: str, target: str) -> tuple[bool, bool]:
+    """(format-correct: the first word is yes/no, answer-correct: it equals the target's first word)."""
+    w = first_word(answer)
+    return w in YES_NO, w in YES_NO and w == first_word(target)
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for a binomial proportion (sound near 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))

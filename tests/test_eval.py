@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_model
+
+import activation_oracles as ao
+from activation_oracles.eval.classification import METHODS, evaluate_classification, group_rows, summarize
+from activation_oracles.eval.probe import probe_predictions
+from activation_oracles.eval.report import write_report
+from activation_oracles.eval.scoring import first_word, score, wilson_interval
+
+
+def test_scoring_first_word():
+    assert first_word("  Yes, it is.") == "yes"
+    assert first_word("\"No.\" he said") == "no"
+    assert score("yes", "Yes") == (True, True)
+    assert score("No!", "Yes") == (True, False)
+    assert score("Maybe yes", "Yes") == (False, False)
+    assert score("", "No") == (False, False)
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(50, 100)
+    assert abs(lo - 0.4038) < 1e-3 and abs(hi - 0.5962) < 1e-3
+    lo, hi = wilson_interval(10, 10)
+    assert hi == 1.0 and abs(lo - 0.7225) < 1e-3
+
+
+def test_probe_separates_linearly_separable_classes():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16))
+    y = (x[:, 3] > 0).astype(np.int64)
+    x[:, 3] += np.where(y == 1, 1.0, -1.0)  # a margin between the classes
+    keys = ["q"] * 400
+    pred = probe_predictions(x[:300], y[:300], keys[:300], x[300:], keys[300:])
+    assert (pred == y[300:]).mean() > 0.97
+    # a key the probe never saw in training predicts nothing useful but does not crash
+    assert probe_predictions(x[:10], y[:10], keys[:10], x[:2], ["other"] * 2).shape == (2,)
+
+
+@pytest.fixture(scope="module")
+def small_mixture(tmp_path_factory):
+    from activation_oracles.data import MixtureConfig, build_mixture
+
+    return build_mixture(MixtureConfig.builtin(scale=0.04), out_dir=tmp_path_factory.mktemp("mix") / "m")
+
+
+@pytest.fixture(scope="module")
+def tiny30(smol_tokenizer):
+    """A 30-block random model with SmolLM2's vocabulary and layer count (so the mixture's layers fit)."""
+    return make_tiny_model("llama", layers=30), smol_tokenizer
+
+
+def test_group_rows_splits_single_and_multi(small_mixture):
+    groups = group_rows(small_mixture["test"])
+    assert groups and {v for _, v in groups} == {"single", "multi"}
+    test = small_mixture["test"]
+    for (dataset, variant), idx in groups.items():
+        for i in idx:
+            r = test[i]
+            assert r["dataset"] == dataset and (len(r["positions"]) == 1) == (variant == "single")
+
+
+def test_evaluate_classification_tiny_model(small_mixture, tiny30):
+    from peft import LoraConfig, get_peft_model
+
+    _, tok = tiny30
+    peft = get_peft_model(make_tiny_model("llama", layers=30),
+                          LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    peft.eval()
+    results = evaluate_classification(peft, tok, small_mixture, tasks=["sst2", "tense"], max_per_group=6,
+                                      max_probe_train=40, batch_size=4, progress=False)
+    assert {(r.dataset, r.variant) for r in results} == {("sst2", "single"), ("sst2", "multi"),
+                                                        ("tense", "single"), ("tense", "multi")}
+    for r in results:
+        assert set(r.scores) == set(METHODS)
+        for m, s in r.scores.items():
+            assert s.n == r.n == 6 and 0 <= s.correct <= s.n
+            d = s.to_dict()
+            assert d["ci_low"] <= d["acc"] <= d["ci_high"]
+    summary = summarize(results, probe_threshold=0.0)
+    assert len(summary["eligible_groups"]) == 4 and "bar" in summary
+
+
+def test_write_report_files(tmp_path, small_mixture, tiny30):
+    model, tok = tiny30
+    results = evaluate_classification(model, tok, small_mixture, tasks=["sst2"], max_per_group=4, batch_size=4,
+                                      max_probe_train=40, progress=False)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps({"step": s, "loss": 2.0 / s, "loss/classification": 1.0 / s})
+                                 for s in range(1, 6)))
+    report = write_report(tmp_path / "out", results, summarize(results), metrics_path=metrics, extra_md="extra")
+    text = report.read_text()
+    assert "| sst2 | single | 4 |" in text and "extra" in text
+    for f in ("results.json", "accuracy.png", "loss.png"):
+        assert (tmp_path / "out" / f).stat().st_size > 0
+    payload = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert payload["groups"][0]["scores"]["oracle"]["n"] == 4
+
+
+def test_no_classification_rows_is_a_clear_error(small_mixture, tiny30):
+    model, tok = tiny30
+    with pytest.raises(ValueError, match="tasks=\\['nope'\\]"):
+        evaluate_classification(model, tok, small_mixture, tasks=["nope"], progress=False)
+
+
+def test_untrained_equals_oracle_without_adapter(small_mixture, tiny30):
+    model, tok = tiny30
+    results = evaluate_classification(model, tok, small_mixture, tasks=["sst2"], max_per_group=5, batch_size=5,
+                                      methods=("oracle", "untrained"), progress=False)
+    for r in results:
+        assert r.scores["oracle"].correct == r.scores["untrained"].correct
+
+
+def test_source_vectors_match_collect(small_mixture, tiny30):
+    from activation_oracles.eval.classification import source_vectors
+
+    model, tok = tiny30
+    rows = [small_mixture["test"][i] for i in range(3)]
+    vecs = source_vectors(model, rows, batch_size=2, pad_id=tok.pad_token_id)
+    for r, v in zip(rows, vecs):
+        acts = ao.collect_activations(model, torch.tensor([r["context_input_ids"]]), layers=[r["layer"]])
+        torch.testing.assert_close(v, acts[r["layer"]][0, r["context_positions"]], rtol=1e-4, atol=1e-5)
