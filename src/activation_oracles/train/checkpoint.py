@@ -1,0 +1,197 @@
+"""Atomic checkpoints: written into a hidden temp dir, sealed with a manifest of sizes and SHA-256
+digests, then renamed into place. A directory without a valid manifest is never loaded.
+
+Layout of ``RUN/checkpoints/step_N/`` (also a loadable oracle adapter directory)::
+
+    adapter_config.json  adapter_model.safetensors  ao_config.json     # PEFT adapter + oracle metadata
+    optimizer.pt  scheduler.pt  rng_rank{R}.pt  trainer_state.json     # exact-resume state
+    MANIFEST.json                                                      # written last
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MANIFEST = "MANIFEST.json"
+AO_CONFIG = "ao_config.json"
+PROMPT_FORMAT = "Layer: {layer}\\n + ' ?' * K + ' \\n' + question"
+_STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, partial or corrupted; the message names the directory."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(directory: Path, meta: dict | None = None) -> None:
+    files = {}
+    for p in sorted(directory.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            rel = p.relative_to(directory).as_posix()
+            files[rel] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"files": files, **(meta or {})}, indent=1))
+    _fsync(tmp)
+    os.replace(tmp, directory / MANIFEST)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # pragma: no cover - best effort on exotic filesystems
+        pass
+
+
+def verify(directory: str | Path) -> dict:
+    """Return the manifest of a complete checkpoint; raise CheckpointError saying what is wrong."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: no such checkpoint directory")
+    m = d / MANIFEST
+    if not m.is_file():
+        raise CheckpointError(f"{d}: incomplete checkpoint (no {MANIFEST}; the save was interrupted)")
+    try:
+        manifest = json.loads(m.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{d}: corrupted checkpoint ({MANIFEST} unreadable: {err})") from None
+    for rel, info in files.items():
+        p = d / rel
+        if not p.is_file():
+            raise CheckpointError(f"{d}: corrupted checkpoint ({rel} is missing)")
+        if p.stat().st_size != info["size"]:
+            raise CheckpointError(f"{d}: corrupted checkpoint ({rel} has {p.stat().st_size} bytes, expected {info['size']})")
+        if _sha256(p) != info["sha256"]:
+            raise CheckpointError(f"{d}: corrupted checkpoint ({rel} fails its SHA-256 check)")
+    return manifest
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    root = Path(run_dir) / "checkpoints"
+    out = []
+    if root.is_dir():
+        for p in root.iterdir():
+            m = _STEP_RE.match(p.name)
+            if m and p.is_dir():
+                out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_complete(run_dir: str | Path) -> Path:
+    """The newest checkpoint of a run that passes `verify`; broken newer ones are named in a warning."""
+    run_dir = Path(run_dir)
+    if (run_dir / MANIFEST).is_file() or _STEP_RE.match(run_dir.name):
+        verify(run_dir)  # a checkpoint directory itself was given
+        return run_dir
+    cps = list_checkpoints(run_dir)
+    if not cps:
+        raise CheckpointError(f"{run_dir}: no checkpoints under {run_dir / 'checkpoints'}")
+    problems = []
+    for _, p in reversed(cps):
+        try:
+            verify(p)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        for msg in problems:
+            warnings.warn(f"skipping {msg}", stacklevel=2)
+        return p
+    raise CheckpointError(f"{run_dir}: no complete checkpoint; " + "; ".join(problems))
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def ao_config(cfg, *, layers: list[int], step: int | None = None) -> dict:
+    from .. import __version__
+
+    return {
+        "format_version": 1,
+        "prompt_format": PROMPT_FORMAT,
+        "placeholder": " ?",
+        "hook_layer": cfg.train.hook_layer,
+        "coefficient": cfg.train.coefficient,
+        "injection": "norm-matched addition after block hook_layer: h + c * ||h|| * v / ||v||",
+        "layer_percents": list(cfg.data.layer_percents),
+        "layers": layers,
+        "base_model": cfg.model.spec,
+        "base_model_revision": cfg.model.revision,
+        "training_config": cfg.to_dict(),
+        "package": "activation-oracles",
+        "package_version": __version__,
+        "step": step,
+    }
+
+
+def save_adapter(peft_model, directory: Path, ao_cfg: dict, state_dict=None) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    kwargs = {"safe_serialization": True}
+    if state_dict is not None:
+        kwargs["state_dict"] = state_dict
+    peft_model.save_pretrained(str(directory), **kwargs)
+    # save_pretrained with a non-default adapter name nests it; we always use "default".
+    (directory / AO_CONFIG).write_text(json.dumps(ao_cfg, indent=1, default=str))
+    readme = directory / "README.md"
+    if readme.exists():
+        readme.unlink()  # PEFT's model-card stub carries no information
+
+
+def atomic_dir(final: Path, write, *, manifest_meta: dict | None = None) -> Path:
+    """Run write(tmp_dir), seal it with a manifest and rename it to `final` (replacing an older one)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    write(tmp)
+    write_manifest(tmp, manifest_meta)
+    if final.exists():
+        old = final.parent / f".old-{final.name}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def prune(run_dir: Path, keep_last: int | None) -> None:
+    if not keep_last:
+        return
+    for _, p in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(p, ignore_errors=True)

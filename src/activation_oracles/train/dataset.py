@@ -1,0 +1,130 @@
+"""Opening a saved training mixture (memory-mapped Arrow) and the per-example statistics batching needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .batching import length_filter
+from .config import ConfigError, TrainConfig
+
+REQUIRED = ("task", "input_ids", "labels", "positions", "context_input_ids", "context_positions", "layer")
+
+
+def _list_lengths(ds, column: str) -> np.ndarray:
+    arr = ds.data.column(column).combine_chunks()
+    off = arr.offsets.to_numpy()
+    return np.diff(off).astype(np.int64)
+
+
+def _label_counts(ds) -> np.ndarray:
+    """Per example: labelled next-token targets, i.e. labels[1:] != -100."""
+    arr = ds.data.column("labels").combine_chunks()
+    off = arr.offsets.to_numpy().astype(np.int64)
+    vals = arr.values.to_numpy(zero_copy_only=False)
+    hit = (vals != -100).astype(np.int64)
+    starts = off[:-1]
+    nonempty = off[1:] > starts
+    hit[starts[nonempty]] = 0  # the first token is never a target
+    csum = np.concatenate([[0], np.cumsum(hit)])
+    return csum[off[1:]] - csum[off[:-1]]
+
+
+@dataclass
+class TrainData:
+    """The kept training rows of a split and their lengths and label counts."""
+
+    ds: object  # datasets.Dataset (memory-mapped)
+    rows: np.ndarray  # kept row indices into ds
+    lengths: np.ndarray  # oracle tokens of each kept row
+    label_counts: np.ndarray  # labelled targets of each kept row
+    dropped: int  # rows dropped as longer than the length percentile
+
+    def __len__(self):
+        return len(self.rows)
+
+    def get(self, kept_idx) -> list[dict]:
+        """Rows (as dicts) for indices into the kept set."""
+        idx = [int(self.rows[i]) for i in kept_idx]
+        cols = self.ds[idx]
+        return [{k: cols[k][j] for k in cols} for j in range(len(idx))]
+
+
+def resolve_data_dir(cfg: TrainConfig) -> Path | None:
+    """The mixture directory given by data.path (checked to exist); None means the built-in mixture."""
+    if cfg.data.path is None:
+        return None
+    p = Path(cfg.data.path).expanduser()
+    if not p.is_dir():
+        raise ConfigError("data.path", f"no such directory: {p}")
+    return p
+
+
+def builtin_mixture_dir(cfg: TrainConfig) -> Path:
+    """Directory of the built-in offline mixture for this model (built once by the data module, reused)."""
+    from ..models import cache_dir
+
+    tag = "-".join(str(int(p) if float(p).is_integer() else p) for p in cfg.data.layer_percents)
+    name = f"{cfg.model.spec.replace('/', '--')}-x{cfg.data.builtin_scale:g}-s{cfg.train.seed}-l{tag}"
+    return cache_dir() / "train-mixtures" / name
+
+
+def build_builtin_mixture(cfg: TrainConfig, *, progress: bool = False) -> Path:
+    try:
+        from ..data.config import MixtureConfig
+        from ..data.mixture import build_mixture
+    except ImportError as err:
+        raise ConfigError("data.path", f"no --data given and the built-in mixture is unavailable ({err}); "
+                                       "build one with `ao data build --out DIR` and pass --data DIR") from None
+    try:
+        mcfg = MixtureConfig.builtin(model=cfg.model.spec, scale=cfg.data.builtin_scale, seed=cfg.train.seed)
+    except ImportError as err:
+        raise ConfigError("data.path", f"no --data given and the built-in mixture is unavailable ({err}); "
+                                       "build one with `ao data build --out DIR` and pass --data DIR") from None
+    mcfg.layer_percents = list(cfg.data.layer_percents)
+    out = builtin_mixture_dir(cfg)
+    build_mixture(mcfg, out_dir=out, progress=progress, log=lambda *a, **k: None)
+    return out
+
+
+def open_split(path: Path, split: str, field: str):
+    import datasets
+
+    try:
+        dd = datasets.load_from_disk(str(path))
+    except FileNotFoundError as err:
+        raise ConfigError("data.path", f"{path} is not a dataset saved with save_to_disk ({err})") from None
+    if isinstance(dd, datasets.Dataset):
+        if split != "train":
+            return None
+        ds = dd
+    else:
+        if split not in dd:
+            if field == "data.eval_split":
+                return None
+            raise ConfigError(field, f"{path} has no split {split!r}; it has {sorted(dd)}")
+        ds = dd[split]
+    missing = [c for c in REQUIRED if c not in ds.column_names]
+    if missing:
+        raise ConfigError("data.path", f"{path} split {split!r} lacks the columns {missing}")
+    return ds
+
+
+def open_train_data(cfg: TrainConfig, path: Path) -> TrainData:
+    ds = open_split(path, cfg.data.train_split, "data.train_split")
+    n = len(ds)
+    if cfg.data.max_train_examples is not None:
+        n = min(n, cfg.data.max_train_examples)
+    # group-by-length on the oracle inputs, as in the paper (contexts are length-grouped inside the batch)
+    lengths = _list_lengths(ds, "input_ids")[:n]
+    counts = _label_counts(ds)[:n]
+    keep = length_filter(lengths, cfg.data.max_length_percentile)
+    keep = keep[counts[keep] > 0]
+    if len(keep) < cfg.train.batch_size:
+        raise ConfigError(
+            "train.batch_size",
+            f"{cfg.train.batch_size} is larger than the {len(keep)} usable training examples in {path}",
+        )
+    return TrainData(ds=ds, rows=keep, lengths=lengths[keep], label_counts=counts[keep], dropped=n - len(keep))

@@ -1,0 +1,127 @@
+"""In-training evaluation: greedy yes/no classification and teacher-forced validation loss per task."""
+
+from __future__ import annotations
+
+import string
+from collections import defaultdict
+
+import torch
+
+from ..hooks import inject
+from ..prompt import IGNORE_INDEX
+from .batching import _left_pad, collate
+from .objective import autocast_ctx, batch_kwargs, collect_groups, gather_vectors
+
+YES_NO = ("yes", "no")
+
+
+def first_word(text: str) -> str:
+    """First whitespace-separated word, stripped of punctuation, lower-cased."""
+    for w in text.strip().split():
+        w = w.strip(string.punctuation + "“”‘’")
+        if w:
+            return w.lower()
+    return ""
+
+
+def score(answer: str, target: str) -> tuple[bool, bool]:
+    """(format-correct: first word is yes/no, answer-correct: first word equals the target's)."""
+    w = first_word(answer)
+    return w in YES_NO, w in YES_NO and w == first_word(target)
+
+
+def _rows(ds, idx):
+    cols = ds[[int(i) for i in idx]]
+    return [{k: cols[k][j] for k in cols} for j in range(len(idx))]
+
+
+def _prompt_len(labels: list[int]) -> int:
+    for i, lab in enumerate(labels):
+        if lab != IGNORE_INDEX:
+            return i
+    return len(labels)
+
+
+def select_groups(ds, max_per_group: int) -> dict[str, list[int]]:
+    """Classification rows with a yes/no target, grouped as '<dataset>/single' or '<dataset>/multi'."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    tasks, targets, npos = ds["task"], ds["target"] if "target" in ds.column_names else None, None
+    dsets = ds["dataset"] if "dataset" in ds.column_names else ["all"] * len(ds)
+    npos = [len(p) for p in ds["positions"]]
+    for i, t in enumerate(tasks):
+        if t != "classification" or targets is None or first_word(targets[i]) not in YES_NO:
+            continue
+        key = f"{dsets[i]}/{'single' if npos[i] == 1 else 'multi'}"
+        if len(groups[key]) < max_per_group:
+            groups[key].append(i)
+    return dict(groups)
+
+
+@torch.no_grad()
+def generation_eval(peft_model, tokenizer, ds, cfg, device) -> dict[str, float]:
+    """Greedy answers to held-out yes/no questions, scored per dataset and single/multi-token input."""
+    out: dict[str, float] = {}
+    if cfg.eval.max_examples == 0:
+        return out
+    groups = select_groups(ds, cfg.eval.max_examples)
+    was_training = peft_model.training
+    peft_model.eval()
+    pad = tokenizer.pad_token_id
+    try:
+        tot_fmt = tot_ok = tot_n = 0
+        for key, idx in sorted(groups.items()):
+            fmt = ok = 0
+            for s in range(0, len(idx), cfg.eval.batch_size):
+                rows = _rows(ds, idx[s : s + cfg.eval.batch_size])
+                b = collate(rows, pad, context_pad_tolerance=cfg.train.context_pad_tolerance).to(device)
+                acts = collect_groups(peft_model, b.ctx_ids, b.ctx_mask, b.layers, autocast=cfg.train.autocast)
+                vectors = gather_vectors(acts, b.src)
+                prompts = [r["input_ids"][: _prompt_len(r["labels"])] for r in rows]
+                ids, mask, off = _left_pad(prompts, pad)
+                ids, mask = ids.to(device), mask.to(device)
+                positions = [[p + off[i] for p in r["positions"]] for i, r in enumerate(rows)]
+                with inject(peft_model, vectors, positions, hook_layer=cfg.train.hook_layer,
+                            coefficient=cfg.train.coefficient), autocast_ctx(cfg.train.autocast, ids.device):
+                    gen = peft_model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                              max_new_tokens=cfg.eval.max_new_tokens, pad_token_id=pad)
+                texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+                for text, r in zip(texts, rows):
+                    f, c = score(text, r["target"])
+                    fmt += f
+                    ok += c
+            n = len(idx)
+            out[f"eval/{key}/format_acc"] = fmt / n
+            out[f"eval/{key}/acc"] = ok / n
+            tot_fmt, tot_ok, tot_n = tot_fmt + fmt, tot_ok + ok, tot_n + n
+        if tot_n:
+            out["eval/classification/format_acc"] = tot_fmt / tot_n
+            out["eval/classification/acc"] = tot_ok / tot_n
+    finally:
+        peft_model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def validation_loss(objective, ds, cfg, pad_id: int, device) -> dict[str, float]:
+    """Token-mean cross-entropy on held-out rows, per task (dropout off)."""
+    per_task: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(ds["task"]):
+        if len(per_task[t]) < cfg.eval.max_loss_examples:
+            per_task[t].append(i)
+    out = {}
+    was_training = objective.training
+    objective.eval()
+    try:
+        for task, idx in sorted(per_task.items()):
+            tot, n = 0.0, 0
+            for s in range(0, len(idx), cfg.eval.batch_size):
+                b = collate(_rows(ds, idx[s : s + cfg.eval.batch_size]), pad_id,
+                            context_pad_tolerance=cfg.train.context_pad_tolerance).to(device)
+                ce, _ = objective(**batch_kwargs(b))
+                tot += float(ce.sum())
+                n += ce.numel()
+            if n:
+                out[f"eval/{task}/loss"] = tot / n
+    finally:
+        objective.train(was_training)
+    return out

@@ -1,0 +1,425 @@
+"""The training recipe: build everything from a TrainConfig, then step.
+
+    train(config) -> run directory
+        validate config + open data       (no model yet: config errors come first)
+        Accelerator (DDP/FSDP when launched with several processes)
+        load base model, wrap in LoRA, AdamW, warmup/decay schedule, maybe resume a checkpoint
+        for each optimiser step:
+            global batch from the group-by-length stream; this rank takes its slice
+            for each micro-batch: context forward (adapter off) -> inject -> CE at labels -> backward
+            clip, AdamW, schedule; metrics.jsonl row; maybe eval; maybe checkpoint
+        final checkpoint + adapter/
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .batching import BatchStream, Cursor, collate
+from .checkpoint import (
+    CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state, verify,
+)
+from .config import ConfigError, TrainConfig, load_config
+from .dataset import build_builtin_mixture, open_split, open_train_data, resolve_data_dir
+from .objective import OracleObjective, batch_kwargs
+
+TASKS = ("spqa", "classification", "context_prediction")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def lr_lambda(total: int, warmup_ratio: float, schedule: str):
+    """Linear warmup over int(total x warmup_ratio) steps from 0, then linear decay to 0 (or flat)."""
+    warm = int(total * warmup_ratio)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return step / max(1, warm)
+        if schedule == "constant":
+            return 1.0
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return f
+
+
+def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    return max(1, int(math.floor(cfg.train.epochs * batches_per_epoch)))
+
+
+class MetricsWriter:
+    """metrics.jsonl (always), plus TensorBoard / W&B when asked for and installed."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, *, keep_until: int | None, enabled: bool):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = self.wandb = None
+        if not enabled:
+            return
+        if keep_until is not None and self.path.exists():  # resume: drop rows past the checkpoint
+            kept = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= keep_until]
+            self.path.write_text("".join(k + "\n" for k in kept))
+        elif keep_until is None:
+            self.path.write_text("")
+        self.f = open(self.path, "a")
+        if "tensorboard" in cfg.output.report_to:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("output.report_to", "tensorboard is not installed: pip install tensorboard") from None
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        if "wandb" in cfg.output.report_to:
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError("output.report_to", "wandb is not installed: pip install wandb") from None
+            self.wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "activation-oracles"),
+                                    name=run_dir.name, config=cfg.to_dict(), dir=str(run_dir))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+        step = row.get("step", 0)
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.f.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    kwargs: dict[str, Any] = {"cpu": not torch.cuda.is_available()}
+    if cfg.train.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import FullyShardedDataParallelPlugin
+
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+    return Accelerator(**kwargs)
+
+
+def _build_model(cfg: TrainConfig, device: str):
+    from peft import LoraConfig, get_peft_model
+
+    from ..models import load_model
+
+    model, tok = load_model(cfg.model.spec, dtype=cfg.model.dtype, device=device,
+                            quantization=cfg.model.quantization, revision=cfg.model.revision,
+                            trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.quantization:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(model, lcfg)
+    model.train()
+    return model, tok
+
+
+def _check_layers(cfg: TrainConfig, model, data) -> list[int]:
+    from ..models import layer_from_percent, num_layers
+
+    n = num_layers(model)
+    if cfg.train.hook_layer >= n:
+        raise ConfigError("train.hook_layer", f"{cfg.train.hook_layer} is out of range for a {n}-block model")
+    layers = data.ds.unique("layer") if hasattr(data.ds, "unique") else []
+    bad = [x for x in layers if not 0 <= int(x) < n]
+    if bad:
+        raise ConfigError("data.path", f"the mixture uses source layers {sorted(bad)} but the model has blocks 0..{n - 1}; "
+                                       "was it built for another model?")
+    return [layer_from_percent(n, p) for p in cfg.data.layer_percents]
+
+
+def prepare(config, *, data: str | None = None, out: str | None = None, resume: str | None = None,
+            overrides: dict | None = None) -> tuple[TrainConfig, Path, Path | None, Path]:
+    """Resolve the config, run dir, resume checkpoint and data dir, validating all of it (no model)."""
+    ov = dict(overrides or {})
+    if data is not None:
+        ov["data.path"] = data
+    if out is not None:
+        ov["output.dir"] = out
+    ckpt = None
+    if resume is not None:
+        rd = Path(resume)
+        if not rd.exists():
+            raise ConfigError("resume", f"no such run directory: {rd}")
+        ckpt = latest_complete(rd)
+        run_dir = rd if not (rd / "MANIFEST.json").exists() else rd.parent.parent
+        if config is None:
+            saved = run_dir / "config.yaml"
+            if not saved.is_file():
+                raise ConfigError("resume", f"{run_dir} holds no config.yaml; pass the config too")
+            config = saved
+        ov.setdefault("output.dir", str(run_dir))
+    if config is None:
+        raise ConfigError("config", "give a config file or a preset name")
+    cfg = load_config(config, ov)
+    run_dir = Path(cfg.output.dir)
+    data_dir = resolve_data_dir(cfg)
+    return cfg, run_dir, ckpt, data_dir
+
+
+def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | None = None,
+          out: str | None = None, resume: str | None = None, overrides: dict | None = None) -> Path:
+    """Train an oracle adapter; returns the run directory (metrics.jsonl, checkpoints/, adapter/)."""
+    cfg, run_dir, ckpt_dir, data_dir = prepare(config, data=data, out=out, resume=resume, overrides=overrides)
+    acc = _make_accelerator(cfg)
+    world, rank = acc.num_processes, acc.process_index
+    if data_dir is None:  # the built-in mixture: rank 0 builds (or reuses) it, the others then read it
+        with acc.main_process_first():
+            data_dir = build_builtin_mixture(cfg, progress=acc.is_main_process and cfg.output.progress)
+    tdata = open_train_data(cfg, data_dir)  # checks the batch size against the data, before any model
+    eval_ds = open_split(data_dir, cfg.data.eval_split, "data.eval_split")
+
+    per_step = cfg.train.batch_size
+    if per_step % (world * cfg.train.grad_accum):
+        raise ConfigError("train.batch_size", f"{per_step} must be divisible by processes x grad_accum = "
+                                              f"{world} x {cfg.train.grad_accum}")
+    main = acc.is_main_process
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    seed_everything(cfg.train.seed)
+
+    model, tok = _build_model(cfg, str(acc.device))
+    layers = _check_layers(cfg, model, tdata)
+    pad_id = tok.pad_token_id
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                            weight_decay=cfg.optim.weight_decay)
+    stream = BatchStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window)
+    total = total_steps(cfg, stream.batches_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.warmup_ratio, cfg.optim.schedule))
+
+    start = 0
+    if ckpt_dir is not None:
+        start = _load_checkpoint(ckpt_dir, model, opt, sched, stream, rank)
+    objective = OracleObjective(model, hook_layer=cfg.train.hook_layer, coefficient=cfg.train.coefficient,
+                                autocast=cfg.train.autocast)
+    objective, opt = acc.prepare(objective, opt)
+    raw_objective = acc.unwrap_model(objective)
+    fsdp = world > 1 and cfg.train.distributed == "fsdp"
+
+    writer = MetricsWriter(run_dir, cfg, keep_until=start if ckpt_dir is not None else None, enabled=main)
+    bar = None
+    if main and cfg.output.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    kill_after = int(os.environ.get("AO_TRAIN_KILL_AFTER_STEP", "0") or 0)  # test hook: simulate a crash
+
+    per_rank = per_step // world
+    task_index = {t: i for i, t in enumerate(TASKS)}
+    step = start
+    try:
+        if cfg.eval.initial and start == 0 and eval_ds is not None:
+            writer.write({"step": 0, **_evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp)})
+        while step < total:
+            t0 = time.perf_counter()
+            gidx = stream.next()
+            denom = float(tdata.label_counts[gidx].sum())
+            mine = gidx[rank * per_rank : (rank + 1) * per_rank]
+            micro = np.array_split(mine, cfg.train.grad_accum)
+            # stats: loss_sum, real, pad, total, then (sum, count) per task
+            stats = torch.zeros(4 + 2 * len(TASKS) + 2, dtype=torch.float64)
+            for j, mb in enumerate(micro):
+                batch = collate(tdata.get(mb), pad_id,
+                                context_pad_tolerance=cfg.train.context_pad_tolerance).to(acc.device)
+                sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(objective)
+                with sync:
+                    ce, rows = objective(**batch_kwargs(batch))
+                    loss = ce.sum() * (world / denom)
+                    acc.backward(loss)
+                ce_d = ce.detach().double().cpu()
+                stats[0] += ce_d.sum()
+                stats[1] += batch.real_tokens
+                stats[2] += batch.pad_tokens
+                stats[3] += batch.total_tokens
+                rows = rows.cpu()
+                for r, t in enumerate(batch.tasks):
+                    k = task_index.get(t, len(TASKS))
+                    m = rows == r
+                    stats[4 + 2 * k] += ce_d[m].sum()
+                    stats[5 + 2 * k] += int(m.sum())
+            gnorm = None
+            if cfg.optim.max_grad_norm > 0:
+                gnorm = acc.clip_grad_norm_(objective.parameters(), cfg.optim.max_grad_norm)
+            lr = sched.get_last_lr()[0]
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            if world > 1:
+                stats = acc.reduce(stats.to(acc.device), reduction="sum").cpu()
+            dt = time.perf_counter() - t0
+            row: dict[str, Any] = {
+                "step": step, "epoch": stream.cursor.epoch, "loss": float(stats[0]) / denom, "lr": lr,
+                "tokens": int(stats[1]), "step_time_s": dt, "tokens_per_s": float(stats[1]) / dt,
+                "padding_share": float(stats[2]) / max(1.0, float(stats[3])),
+            }
+            if gnorm is not None:
+                row["grad_norm"] = float(gnorm)
+            for t, k in task_index.items():
+                if stats[5 + 2 * k] > 0:
+                    row[f"loss/{t}"] = float(stats[4 + 2 * k] / stats[5 + 2 * k])
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            do_eval = eval_ds is not None and ((cfg.eval.every and step % cfg.eval.every == 0)
+                                               or (cfg.eval.final and step == total))
+            if do_eval:
+                row.update(_evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp))
+                if bar is not None and "eval/classification/acc" in row:
+                    bar.write(f"step {step}: eval acc {row['eval/classification/acc']:.3f}")
+            if step % cfg.output.log_every == 0 or step == total or do_eval:
+                writer.write(row)
+            if (cfg.output.save_every and step % cfg.output.save_every == 0) or step == total:
+                _save_checkpoint(cfg, acc, objective, raw_objective.model, opt, sched, stream, step, run_dir,
+                                 layers, fsdp)
+            if kill_after and step == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+        _save_final(cfg, acc, objective, raw_objective.model, run_dir, layers, step, fsdp)
+    finally:
+        if bar is not None:
+            bar.close()
+        writer.close()
+    acc.wait_for_everyone()
+    return run_dir
+
+
+def _evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp) -> dict:
+    from .evaluate import generation_eval, validation_loss
+
+    out: dict = {}
+    if fsdp:
+        warnings.warn("in-training eval is skipped under FSDP (sharded weights); evaluate the saved adapter",
+                      stacklevel=2)
+        return out
+    if acc.is_main_process:
+        # rank 0 alone, on the unwrapped module: no collective runs, so the others simply wait below
+        rng = rng_state()
+        out.update(validation_loss(raw_objective, eval_ds, cfg, pad_id, acc.device))
+        out.update(generation_eval(raw_objective.model, tok, eval_ds, cfg, acc.device))
+        set_rng_state(rng)  # eval must not shift the training RNG stream (exact resume)
+    acc.wait_for_everyone()
+    return out
+
+
+def _adapter_state(acc, wrapped, peft_model, fsdp):
+    """Under FSDP, the full adapter state dict gathered from the shards (rank 0); else None."""
+    if not fsdp:
+        return None
+    from peft import get_peft_model_state_dict
+
+    full = acc.get_state_dict(wrapped)  # keys of OracleObjective: "model.<peft key>"
+    if not acc.is_main_process:
+        return None
+    full = {k[len("model."):] if k.startswith("model.") else k: v for k, v in full.items()}
+    return get_peft_model_state_dict(peft_model, state_dict=full)
+
+
+def _save_checkpoint(cfg, acc, wrapped, peft_model, opt, sched, stream, step, run_dir, layers, fsdp) -> None:
+    rngs = [rng_state()]
+    opt_states = [opt.state_dict()]  # DDP: identical on every rank
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        rngs = gather_object([rng_state()])
+        if fsdp:  # each rank holds its own optimizer shard
+            opt_states = gather_object(opt_states)
+    state = _adapter_state(acc, wrapped, peft_model, fsdp)
+    if acc.is_main_process:
+        def write(d: Path):
+            save_adapter(peft_model, d, ao_config(cfg, layers=layers, step=step), state_dict=state)
+            if fsdp:
+                for r, o in enumerate(opt_states):
+                    torch.save(o, d / f"optimizer_rank{r}.pt")
+            else:
+                torch.save(opt_states[0], d / "optimizer.pt")
+            torch.save(sched.state_dict(), d / "scheduler.pt")
+            for r, st in enumerate(rngs):
+                torch.save(st, d / f"rng_rank{r}.pt")
+            (d / "trainer_state.json").write_text(json.dumps({
+                "step": step, "cursor": stream.cursor.to_dict(), "world_size": acc.num_processes,
+                "seed": cfg.train.seed, "batch_size": cfg.train.batch_size, "fsdp": fsdp,
+            }, indent=1))
+
+        atomic_dir(run_dir / "checkpoints" / f"step_{step}", write, manifest_meta={"step": step})
+        prune(run_dir, cfg.output.keep_last)
+    acc.wait_for_everyone()
+
+
+def _save_final(cfg, acc, wrapped, peft_model, run_dir, layers, step, fsdp) -> None:
+    state = _adapter_state(acc, wrapped, peft_model, fsdp)
+    if acc.is_main_process:
+        atomic_dir(run_dir / "adapter",
+                   lambda d: save_adapter(peft_model, d, ao_config(cfg, layers=layers, step=step), state_dict=state),
+                   manifest_meta={"step": step})
+    acc.wait_for_everyone()
+
+
+def _load_checkpoint(ckpt: Path, peft_model, opt, sched, stream, rank: int) -> int:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    verify(ckpt)  # again, right before loading
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    if state.get("batch_size") != stream.batch_size:
+        raise ConfigError("train.batch_size", f"the checkpoint {ckpt} was written with batch size "
+                                              f"{state.get('batch_size')}, not {stream.batch_size}")
+    weights = load_file(str(ckpt / "adapter_model.safetensors"), device=str(next(peft_model.parameters()).device))
+    result = set_peft_model_state_dict(peft_model, weights)
+    if getattr(result, "unexpected_keys", None):
+        raise RuntimeError(f"{ckpt}: adapter has unexpected keys {result.unexpected_keys[:5]}")
+    opt_file = ckpt / "optimizer.pt"
+    if not opt_file.exists():  # written under FSDP: one shard per rank
+        opt_file = ckpt / f"optimizer_rank{rank}.pt"
+        if not opt_file.exists():
+            raise CheckpointError(f"{ckpt}: no optimizer state for rank {rank} (saved with "
+                                  f"{state.get('world_size')} FSDP processes; resume with as many)")
+    opt.load_state_dict(torch.load(opt_file, map_location="cpu", weights_only=False))
+    sched.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=False))
+    stream.cursor = Cursor(**state["cursor"])
+    rng_file = ckpt / f"rng_rank{rank}.pt"
+    if rng_file.exists():
+        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+    else:
+        warnings.warn(f"{ckpt} has no RNG state for rank {rank} (saved with {state.get('world_size')} processes); "
+                      "dropout masks will differ from an uninterrupted run", stacklevel=2)
+    return int(state["step"])

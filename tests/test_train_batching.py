@@ -1,0 +1,77 @@
+"""Group-by-length batching, the resumable cursor and collation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from activation_oracles.train.batching import (
+    BatchStream, Cursor, chunk_by_length, collate, epoch_batches, length_filter,
+)
+
+
+def test_epoch_batches_deterministic_complete_and_grouped():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, size=1000)
+    a = epoch_batches(lengths, 16, seed=3, epoch=0)
+    b = epoch_batches(lengths, 16, seed=3, epoch=0)
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert len(a) == 1000 // 16
+    flat = np.concatenate(a)
+    assert len(set(flat.tolist())) == len(flat)  # each example at most once per epoch
+    c = epoch_batches(lengths, 16, seed=3, epoch=1)
+    assert not all((x == y).all() for x, y in zip(a, c))
+    # padding share with grouping is far below random batching
+    grouped = np.mean([1 - lengths[x].mean() / lengths[x].max() for x in a])
+    rand = np.mean([1 - lengths[x].mean() / lengths[x].max() for x in np.array_split(rng.permutation(1000), 62)])
+    assert grouped < 0.1 < rand
+
+
+def test_length_filter_drops_the_longest():
+    lengths = np.arange(1, 10001)
+    keep = length_filter(lengths, 99.9)
+    assert 9985 <= len(keep) <= 9995 and lengths[keep].max() < 10000
+    assert len(length_filter(np.arange(32), 99.9)) == 32
+
+
+def test_cursor_resumes_exactly():
+    lengths = np.random.default_rng(1).integers(5, 50, size=100)
+    s = BatchStream(lengths, 8, seed=0)
+    seq = [s.next() for _ in range(30)]  # crosses epochs (12 batches per epoch)
+    r = BatchStream(lengths, 8, seed=0, cursor=Cursor(1, 5))
+    assert all((x == y).all() for x, y in zip(seq[17:], [r.next() for _ in range(13)]))
+
+
+def test_collate_dedups_contexts_and_shifts_positions():
+    rows = [
+        dict(input_ids=[5, 6, 7, 8], labels=[-100, -100, 7, 8], positions=[1], context_input_ids=[1, 2, 3],
+             context_positions=[2], layer=1, task="a"),
+        dict(input_ids=[5, 6, 7], labels=[-100, -100, 7], positions=[1], context_input_ids=[1, 2, 3],
+             context_positions=[0], layer=2, task="b"),
+        dict(input_ids=[9, 9, 9, 9, 9, 9], labels=[-100] * 5 + [9], positions=[1, 2], context_input_ids=[4],
+             context_positions=[0], layer=1, task="a"),
+    ]
+    rows[2]["context_positions"] = [0, 0]
+    b = collate(rows, pad_id=0)  # contexts of 3 and 1 tokens: two length groups, no context padding
+    assert [t.tolist() for t in b.ctx_ids] == [[[1, 2, 3]], [[4]]]
+    assert b.src == [(1, 0, 0, [2]), (2, 0, 0, [0]), (1, 1, 0, [0, 0])]
+    assert b.layers == [1, 2]
+    assert b.input_ids[1].tolist() == [0, 0, 0, 5, 6, 7]
+    assert b.inject_positions == [[3], [4], [1, 2]]
+    assert b.labels[0].tolist() == [-100, -100, -100, -100, 7, 8]
+    assert b.real_tokens == 13 and b.label_tokens == 4
+    assert b.pad_tokens == 18 - 13 and b.total_tokens == 18 + 4
+    assert torch.equal(b.attention_mask[1], torch.tensor([0, 0, 0, 1, 1, 1]))
+    one = collate(rows, pad_id=0, context_pad_tolerance=1.0)  # one padded context batch
+    assert [t.tolist() for t in one.ctx_ids] == [[[1, 2, 3], [0, 0, 4]]]
+    assert one.src[2] == (1, 0, 1, [2, 2]) and one.pad_tokens == 5 + 2
+
+
+def test_chunk_by_length_bounds_padding():
+    lengths = list(np.random.default_rng(0).integers(10, 160, size=40))
+    groups = chunk_by_length(lengths, 0.1)
+    assert sorted(i for g in groups for i in g) == list(range(40))
+    for g in groups:
+        m = max(lengths[i] for i in g)
+        assert all(lengths[i] >= 0.9 * m for i in g)
+    assert chunk_by_length(lengths, 1.0) == [sorted(range(40), key=lambda i: -lengths[i])]

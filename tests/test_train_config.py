@@ -1,0 +1,102 @@
+"""Trainer config: presets, overrides and validation that names the field before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from activation_oracles.train import ConfigError, list_presets, load_config
+
+
+def test_presets_ship_and_paper_values():
+    assert {"paper-qwen3-8b", "paper-gemma2-9b", "paper-llama3.3-70b", "cpu-smollm2"} <= set(list_presets())
+    cfg = load_config("paper-qwen3-8b")
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules) == (64, 128, 0.05, "all-linear")
+    assert cfg.optim.lr == 1e-5 and cfg.optim.warmup_ratio == 0.1 and cfg.optim.schedule == "linear"
+    assert cfg.train.batch_size == 16 and cfg.train.epochs == 1 and cfg.train.max_steps is None
+    assert cfg.data.layer_percents == [25, 50, 75] and cfg.train.hook_layer == 1
+    assert cfg.optim.max_grad_norm == 1.0 and cfg.train.length_window == 20
+    big = load_config("paper-llama3.3-70b")
+    assert big.train.batch_size == 64 and big.model.quantization == "8bit"
+    assert load_config("paper-gemma2-9b").model.spec == "google/gemma-2-9b-it"
+    assert load_config("cpu-smollm2").model.spec == "smollm2-135m"
+
+
+def test_overrides_and_yaml_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {spec: smollm2-135m}\noptim: {lr: 2.0e-4}\n")
+    cfg = load_config(p, {"train.batch_size": "8", "optim.weight_decay": 0})
+    assert cfg.optim.lr == 2e-4 and cfg.train.batch_size == 8 and cfg.optim.weight_decay == 0
+    assert load_config(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("source, overrides, field", [
+    ("cpu-smollm2", {"optim.lr": 0}, "optim.lr"),
+    ("cpu-smollm2", {"optim.lr": -1e-5}, "optim.lr"),
+    ("cpu-smollm2", {"train.batch_size": 0}, "train.batch_size"),
+    ("cpu-smollm2", {"lora.dropout": 1.5}, "lora.dropout"),
+    ("cpu-smollm2", {"train.nonsense": 1}, "train.nonsense"),
+    ("cpu-smollm2", {"optim.schedule": "cosine"}, "optim.schedule"),
+    ("no-such-preset", {}, "config"),
+])
+def test_bad_values_name_the_field(source, overrides, field):
+    with pytest.raises(ConfigError) as e:
+        load_config(source, overrides)
+    assert e.value.field == field and str(e.value).startswith(field)
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim: {learning_rate: 1.0e-4}\n")
+    with pytest.raises(ConfigError, match=r"optim.learning_rate"):
+        load_config(p)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any attempt to load a model fails the test: config errors must come first."""
+    import activation_oracles.models as models
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded before the config was validated")
+
+    monkeypatch.setattr(models, "load_model", boom)
+
+
+def _cli(args):
+    import typer
+
+    from activation_oracles.train.cli import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def _noop():  # a second command keeps typer's sub-command parsing
+        pass
+
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def test_cli_bad_configs_fail_before_model(no_model, tmp_path, smol_tokenizer):
+    from test_train_helpers import make_dataset
+
+    data = make_dataset(smol_tokenizer, tmp_path / "mix")  # 32 training rows
+    r = _cli(["no-such-preset", "--data", str(data)])
+    assert r.exit_code == 2 and "unknown preset 'no-such-preset'" in r.output
+    r = _cli(["cpu-smollm2", "--data", str(data), "--lr", "0"])
+    assert r.exit_code == 2 and "optim.lr" in r.output
+    r = _cli(["cpu-smollm2", "--data", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "data.path" in r.output and "no such directory" in r.output
+    r = _cli(["cpu-smollm2", "--data", str(data), "--batch-size", "64", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "train.batch_size" in r.output and "32" in r.output
+    r = _cli(["cpu-smollm2", "--set", "optim.betas=[0.9]"])
+    assert r.exit_code == 2 and "optim.betas" in r.output
+    r = _cli(["--resume", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "resume" in r.output
+
+
+def test_cli_print_config(tmp_path):
+    r = _cli(["cpu-smollm2", "--data", str(tmp_path), "--max-steps", "7", "--print-config"])
+    assert r.exit_code == 0, r.output
+    assert "max_steps: 7" in r.output

@@ -1,0 +1,150 @@
+"""The training loop: objective correctness, a tiny run that learns, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import activation_oracles as ao
+from activation_oracles.train import CheckpointError, latest_complete, train, verify
+from activation_oracles.train.batching import collate
+from activation_oracles.train.objective import OracleObjective, batch_kwargs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, smol_tokenizer):
+    from conftest import make_tiny_model
+
+    d = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_model("llama").save_pretrained(d)
+    smol_tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def mix(tmp_path_factory, smol_tokenizer):
+    from test_train_helpers import make_dataset
+
+    return make_dataset(smol_tokenizer, tmp_path_factory.mktemp("data") / "mix")
+
+
+def tiny_cfg(tiny_dir, out, **over):
+    cfg = {
+        "model": {"spec": str(tiny_dir)},
+        "optim": {"lr": 3e-3, "warmup_ratio": 0.1},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.1},
+        "train": {"batch_size": 4, "max_steps": 6, "seed": 1},
+        "eval": {"every": 3, "max_examples": 4, "max_loss_examples": 4},
+        "output": {"dir": str(out), "save_every": 3, "progress": False},
+    }
+    for k, v in over.items():
+        sec, key = k.split(".")
+        cfg[sec][key] = v
+    return cfg
+
+
+def losses(run_dir):
+    return [json.loads(ln)["loss"] for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_objective_matches_plain_forward(tiny, smol_tokenizer):
+    """Batched, deduplicated, left-padded, logits-at-labels loss == per-example full-logits loss."""
+    from peft import LoraConfig, get_peft_model
+    from test_train_helpers import make_rows
+
+    model = get_peft_model(tiny("llama"), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                     init_lora_weights=False))
+    model.eval()
+    rows = make_rows(smol_tokenizer, layers=(1, 3))[:6]
+    b = collate(rows, smol_tokenizer.pad_token_id)
+    assert sum(t.shape[0] for t in b.ctx_ids) == 3  # two questions per sentence: each context runs once
+    ce, which = OracleObjective(model, hook_layer=1)(**batch_kwargs(b))
+    for i, r in enumerate(rows):
+        ids = torch.tensor([r["context_input_ids"]])
+        acts = ao.collect_activations(model, ids, layers=[r["layer"]])[r["layer"]][0, r["context_positions"]]
+        with ao.inject(model, [acts], [r["positions"]], hook_layer=1):
+            logits = model(input_ids=torch.tensor([r["input_ids"]])).logits[0]
+        ref = F.cross_entropy(logits[:-1], torch.tensor(r["labels"][1:]), ignore_index=-100, reduction="sum")
+        assert torch.allclose(ce[which == i].sum(), ref, rtol=1e-4, atol=1e-4), i
+
+
+def test_tiny_run_learns_and_saves_loadable_adapter(tiny_dir, mix, tmp_path):
+    run = train(tiny_cfg(tiny_dir, tmp_path / "run", **{"train.max_steps": 12, "output.save_every": 0,
+                                                           "optim.lr": 2e-2}), data=str(mix))
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    for key in ("loss", "lr", "tokens", "step_time_s", "padding_share", "loss/classification"):
+        assert key in rows[0]
+    assert 0 <= rows[0]["padding_share"] < 0.5 and rows[0]["tokens"] > 0
+    first, last = sum(r["loss"] for r in rows[:3]) / 3, sum(r["loss"] for r in rows[-3:]) / 3
+    assert last < first - 0.2
+    assert "eval/classification/loss" in rows[-1] and "eval/toy_sentiment/single/acc" in rows[-1]
+    assert "eval/classification/format_acc" in rows[-1]
+    verify(run / "adapter")
+    meta = json.loads((run / "adapter" / "ao_config.json").read_text())
+    assert meta["hook_layer"] == 1 and meta["base_model"] == str(tiny_dir)
+    for key in ("prompt_format", "layer_percents", "base_model_revision", "training_config", "package_version"):
+        assert key in meta
+    assert (run / "checkpoints" / "step_12" / "optimizer.pt").exists()  # final checkpoint
+    oracle = ao.Oracle.from_pretrained(str(tiny_dir), str(run / "adapter"), device="cpu")
+    assert oracle.hook_layer == 1
+    sd = {k: v for k, v in oracle.model.state_dict().items() if "lora_B" in k}
+    assert sd and any(v.abs().sum() > 0 for v in sd.values())  # trained weights arrived
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tiny_dir, mix, tmp_path):
+    import yaml
+
+    full = train(tiny_cfg(tiny_dir, tmp_path / "full"), data=str(mix))
+    ref = losses(full)
+    assert len(ref) == 6
+    # the same run in a subprocess, SIGKILLed after step 4 (checkpoint at 3)
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump(tiny_cfg(tiny_dir, tmp_path / "killed")))
+    env = {**os.environ, "AO_TRAIN_KILL_AFTER_STEP": "4", "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.run([sys.executable, "-m", "activation_oracles.train", str(cfg_file), "--data", str(mix)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    killed = tmp_path / "killed"
+    assert len(losses(killed)) == 4
+    assert latest_complete(killed).name == "step_3"
+    # a newer, half-written checkpoint is named and skipped, never loaded
+    bad = killed / "checkpoints" / "step_5"
+    bad.mkdir()
+    (bad / "adapter_model.safetensors").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="step_5: incomplete checkpoint"):
+        run = train(resume=str(killed))
+    got = losses(run)
+    assert len(got) == 6
+    assert max(abs(a - b) for a, b in zip(got, ref)) < 1e-5, (got, ref)
+    a = (full / "adapter" / "adapter_model.safetensors").read_bytes()
+    from safetensors.torch import load_file
+
+    fa, fb = load_file(full / "adapter" / "adapter_model.safetensors"), load_file(run / "adapter" / "adapter_model.safetensors")
+    assert a and all(torch.allclose(fa[k], fb[k], atol=1e-6) for k in fa)
+
+
+def test_corrupted_checkpoint_is_named(tiny_dir, mix, tmp_path):
+    run = train(tiny_cfg(tiny_dir, tmp_path / "run", **{"train.max_steps": 2, "output.save_every": 1,
+                                                           "eval.every": 0, "eval.final": False}), data=str(mix))
+    cp = run / "checkpoints" / "step_2"
+    verify(cp)
+    with open(cp / "optimizer.pt", "r+b") as f:
+        f.seek(10)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(CheckpointError, match=r"step_2: corrupted checkpoint \(optimizer.pt fails"):
+        verify(cp)
+    with pytest.warns(UserWarning, match="step_2: corrupted"):
+        assert latest_complete(run).name == "step_1"
+    (cp / "MANIFEST.json").unlink()
+    with pytest.raises(CheckpointError, match="step_2: incomplete checkpoint"):
+        train(resume=str(cp))
