@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..oracle import left_pad
+
 from ..prompt import IGNORE_INDEX
 
 COLUMNS = ("input_ids", "labels", "positions", "context_input_ids", "context_positions", "layer")
@@ -83,24 +85,6 @@ class BatchStream:
         return b
 
 
-def _left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    offsets = []
-    for i, s in enumerate(seqs):
-        off = n - len(s)
-        ids[i, off:] = torch.tensor(s, dtype=torch.long)
-        mask[i, off:] = 1
-        offsets.append(off)
-    return ids, mask, offsets
-
-
-def position_ids(mask: torch.Tensor) -> torch.Tensor:
-    """0, 1, 2... from the first real token of each left-padded row (0 on padding)."""
-    return (mask.long().cumsum(-1) - 1).clamp_min(0)
-
-
 def chunk_by_length(lengths: list[int], tolerance: float) -> list[list[int]]:
     """Split items (indices into `lengths`) into groups run as separate padded batches: sorted longest
     first, a new group starts when an item is shorter than (1 - tolerance) x its group's longest, so no
@@ -155,12 +139,12 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
     where: dict[int, tuple[int, int, int]] = {}  # context -> (group, row, pad offset)
     ctx_ids, ctx_mask = [], []
     for g, members in enumerate(groups):
-        ids_g, mask_g, off_g = _left_pad([contexts[c] for c in members], pad_id)
+        ids_g, mask_g, off_g = left_pad([contexts[c] for c in members], pad_id)
         ctx_ids.append(ids_g)
         ctx_mask.append(mask_g)
         for row, c in enumerate(members):
             where[c] = (g, row, off_g[row])
-    ids, mask, off = _left_pad([r["input_ids"] for r in rows], pad_id)
+    ids, mask, off = left_pad([r["input_ids"] for r in rows], pad_id)
     labels = torch.full_like(ids, IGNORE_INDEX)
     src, inject = [], []
     for i, r in enumerate(rows):

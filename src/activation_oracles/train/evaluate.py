@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import string
 from collections import defaultdict
 
 import torch
 
+from ..eval.scoring import YES_NO, first_word, score
 from ..hooks import inject
 from ..prompt import IGNORE_INDEX
-from .batching import _left_pad, collate
+from ..oracle import left_pad
+from .batching import collate
 from .objective import autocast_ctx, batch_kwargs, collect_groups, gather_vectors
-
-YES_NO = ("yes", "no")
-
-
-def first_word(text: str) -> str:
-    """First whitespace-separated word, stripped of punctuation, lower-cased."""
-    for w in text.strip().split():
-        w = w.strip(string.punctuation + "“”‘’")
-        if w:
-            return w.lower()
-    return ""
-
-
-def score(answer: str, target: str) -> tuple[bool, bool]:
-    """(format-correct: first word is yes/no, answer-correct: first word equals the target's)."""
-    w = first_word(answer)
-    return w in YES_NO, w in YES_NO and w == first_word(target)
-
 
 def _rows(ds, idx):
     cols = ds[[int(i) for i in idx]]
@@ -77,7 +60,7 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device) -> dict[str, float]:
                 acts = collect_groups(peft_model, b.ctx_ids, b.ctx_mask, b.layers, autocast=cfg.train.autocast)
                 vectors = gather_vectors(acts, b.src)
                 prompts = [r["input_ids"][: _prompt_len(r["labels"])] for r in rows]
-                ids, mask, off = _left_pad(prompts, pad)
+                ids, mask, off = left_pad(prompts, pad)
                 ids, mask = ids.to(device), mask.to(device)
                 positions = [[p + off[i] for p in r["positions"]] for i, r in enumerate(rows)]
                 with inject(peft_model, vectors, positions, hook_layer=cfg.train.hook_layer,

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import _adapters_off, _hidden, _StopForward, inject
-from ..models import decoder_layers, unwrap
+from ..hooks import collect_activations, inject, position_ids_from_mask
+from ..models import unwrap
 from ..prompt import IGNORE_INDEX
-from .batching import OracleBatch, position_ids
+from .batching import OracleBatch
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -35,31 +35,9 @@ def autocast_ctx(mode: str | None, device: torch.device):
 
 def collect_sources(model: nn.Module, ctx_ids, ctx_mask, layers, *, autocast: str | None = None):
     """{layer: [C, Lc, D]} block outputs of the base model (adapter off, dropout off) for left-padded
-    contexts, with position ids counted from each row's first real token; stops after the deepest layer."""
-    blocks = decoder_layers(model)
-    deepest = max(layers)
-    out: dict[int, torch.Tensor] = {}
-
-    def make_hook(i):
-        def hook(module, args, output):
-            out[i] = _hidden(output)
-            if i == deepest:
-                raise _StopForward
-
-        return hook
-
-    handles = [blocks[i].register_forward_hook(make_hook(i)) for i in layers]
-    try:
-        with _adapters_off(model), torch.no_grad(), autocast_ctx(autocast, ctx_ids.device):
-            try:
-                backbone_of(model)(input_ids=ctx_ids, attention_mask=ctx_mask,
-                                   position_ids=position_ids(ctx_mask), use_cache=False)
-            except _StopForward:
-                pass
-    finally:
-        for h in handles:
-            h.remove()
-    return out
+    contexts; one forward that stops after the deepest layer."""
+    with autocast_ctx(autocast, ctx_ids.device):
+        return collect_activations(model, ctx_ids, ctx_mask, layers=layers)
 
 
 def collect_groups(model: nn.Module, ctx_ids: list, ctx_mask: list, layers, *, autocast: str | None = None):
@@ -92,7 +70,7 @@ class OracleObjective(nn.Module):
         with inject(self.model, vectors, inject_positions, hook_layer=self.hook_layer, coefficient=self.coefficient):
             with autocast_ctx(self.autocast, input_ids.device):
                 out = backbone_of(self.model)(input_ids=input_ids, attention_mask=attention_mask,
-                                              position_ids=position_ids(attention_mask), use_cache=False)
+                                              position_ids=position_ids_from_mask(attention_mask), use_cache=False)
                 hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
                 targets = labels[:, 1:]
                 sel = targets != IGNORE_INDEX
