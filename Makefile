@@ -4,6 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# glibc otherwise hands freed memory back to the VM after every step, and re-faulting it made the first
+# training steps 10x slower on our CPU machines (see docs/training.md).
+export MALLOC_MMAP_MAX_ ?= 0
+export MALLOC_TRIM_THRESHOLD_ ?= 100000000000
+
 .PHONY: demo test venv clean
 
 venv: $(STAMP)
@@ -21,8 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/ao ask --context "I absolutely loved this movie, the acting was wonderful." \
-		--question "Is the sentiment of this text positive or negative?" --positions all
+	$(VENV)/bin/ao demo --out demo_out
 
 clean:
 	rm -rf $(VENV) .pytest_cache

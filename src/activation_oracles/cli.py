@@ -8,6 +8,7 @@ import sys
 import typer
 
 from .data.cli import app as data_app
+from .eval.cli import register as register_eval
 from .train.cli import register as register_train
 
 app = typer.Typer(
@@ -17,6 +18,21 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 register_train(app)
+register_eval(app)
+
+
+@app.command()
+def demo(
+    out: str = typer.Option("demo_out", "--out", "-o", help="Where the adapter, report and plots go."),
+    preset: str = typer.Option("cpu-smollm2", "--preset", help="Training preset."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Override the preset's step count."),
+    data_scale: float | None = typer.Option(None, "--data-scale", help="Scale the built-in mixture's counts."),
+    max_per_group: int = typer.Option(100, "--max-per-group", help="Held-out questions per task and variant."),
+):
+    """Build the offline mixture, train an oracle on CPU, evaluate it against three baselines."""
+    from .demo import run_demo
+
+    run_demo(out, preset=preset, max_steps=max_steps, data_scale=data_scale, max_per_group=max_per_group)
 
 
 def parse_positions(text: str):

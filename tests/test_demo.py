@@ -1,0 +1,34 @@
+"""A miniature `make demo`: build, train a few steps, evaluate, report; then a rerun reuses it all."""
+
+import json
+import re
+
+import pytest
+
+
+@pytest.mark.slow
+def test_mini_demo_end_to_end(tmp_path, capsys, smol):
+    import activation_oracles as ao
+    from activation_oracles.demo import run_demo
+
+    out = tmp_path / "demo_out"
+    overrides = {"train.batch_size": 8, "eval.every": 0, "eval.final": False, "output.save_every": 0}
+    summary = run_demo(out, max_steps=2, data_scale=0.02, max_per_group=3, overrides=overrides)
+    printed = capsys.readouterr().out
+    for f in ("report.md", "results.json", "accuracy.png", "loss.png", "metrics.jsonl", "summary.json",
+              "samples.json", "adapter/adapter_config.json", "adapter/ao_config.json"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    report = (out / "report.md").read_text()
+    assert re.search(r"\| sst2 \| single \| 3 \| \d\.\d{3} \[", report)
+    groups = json.loads((out / "results.json").read_text())["groups"]
+    assert groups and all(0 <= g["scores"][m]["acc"] <= 1 for g in groups for m in g["scores"])
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2] and all(m["loss"] > 0 for m in metrics)
+    assert "Held-out yes/no accuracy" in printed and "Sample answers" in printed
+    assert summary["mean_all_oracle"] is not None
+    oracle = ao.Oracle.from_pretrained(adapter=str(out / "adapter"), device="cpu")
+    assert oracle.has_oracle_adapter and len(oracle.ask("Hello there.", "Q?", max_new_tokens=2)) == 1
+
+    # a rerun reuses the built data and the finished training
+    run_demo(out, max_steps=2, data_scale=0.02, max_per_group=3, overrides=overrides)
+    assert "training already finished" in capsys.readouterr().out
