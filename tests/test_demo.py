@@ -13,7 +13,8 @@ def test_mini_demo_end_to_end(tmp_path, capsys, smol):
 
     out = tmp_path / "demo_out"
     overrides = {"train.batch_size": 8, "eval.every": 0, "eval.final": False, "output.save_every": 0}
-    summary = run_demo(out, max_steps=2, data_scale=0.02, max_per_group=3, overrides=overrides)
+    kw = dict(max_steps=2, data_scale=0.02, max_per_group=3, overrides=overrides, eval_tasks=["sst2", "tense"])
+    summary = run_demo(out, **kw)
     printed = capsys.readouterr().out
     for f in ("report.md", "results.json", "accuracy.png", "loss.png", "metrics.jsonl", "summary.json",
               "samples.json", "adapter/adapter_config.json", "adapter/ao_config.json"):
@@ -30,5 +31,5 @@ def test_mini_demo_end_to_end(tmp_path, capsys, smol):
     assert oracle.has_oracle_adapter and len(oracle.ask("Hello there.", "Q?", max_new_tokens=2)) == 1
 
     # a rerun reuses the built data and the finished training
-    run_demo(out, max_steps=2, data_scale=0.02, max_per_group=3, overrides=overrides)
+    run_demo(out, **kw)
     assert "training already finished" in capsys.readouterr().out

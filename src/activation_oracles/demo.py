@@ -40,7 +40,7 @@ def train_or_resume(preset: str, data_dir: Path, run_dir: Path, overrides: dict)
 
 def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str = "smollm2-135m",
              max_steps: int | None = None, data_scale: float | None = None, max_per_group: int = 100,
-             overrides: dict | None = None) -> dict:
+             overrides: dict | None = None, eval_tasks: list[str] | None = None) -> dict:
     from transformers.utils import logging as hf_logging
 
     from .data import build_mixture
@@ -71,7 +71,7 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
     _stage("3/4 evaluating on held-out data against three baselines", t0)
     oracle = Oracle.from_pretrained(model, str(out / "adapter"), device="cpu")
     results, summary, samples, report = run_eval(
-        oracle, dd, out, max_per_group=max_per_group, metrics_path=out / "metrics.jsonl",
+        oracle, dd, out, tasks=eval_tasks, max_per_group=max_per_group, metrics_path=out / "metrics.jsonl",
         title="Activation oracle demo: SmolLM2-135M-Instruct on CPU",
         meta={"preset": preset, "base_model": model, "adapter": str(out / "adapter"),
               "train_examples": len(dd["train"]), "test_examples": len(dd["test"])},
