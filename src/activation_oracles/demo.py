@@ -11,6 +11,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .fsutil import atomic_directory
+
 PRESET = "cpu-smollm2"
 
 
@@ -19,11 +21,8 @@ def _stage(msg: str, t0: float) -> None:
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with atomic_directory(dst) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
 
 
 def train_or_resume(preset: str, data_dir: Path, run_dir: Path, overrides: dict) -> Path:

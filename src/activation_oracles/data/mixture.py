@@ -11,8 +11,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..fsutil import atomic_directory
 from ..models import layer_from_percent
 from . import classification as cls_mod
 from .config import MixtureConfig
@@ -312,9 +311,7 @@ def build_mixture(config: MixtureConfig | str | Path | None = None, tokenizer=No
     t0 = time.time()
     plan = Plan(cfg, tokenizer, n_layers)
     formatter = OracleFormatter(tokenizer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         counts = {}
         for split in ("train", "test"):
             streams = plan.streams(split)
@@ -337,12 +334,6 @@ def build_mixture(config: MixtureConfig | str | Path | None = None, tokenizer=No
             "fast_oracle_format": formatter.exact_fast,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return load_mixture(out)
 
 
