@@ -191,3 +191,34 @@ def test_cli_build_and_inspect(tmp_path):
     for s in ("per_task_variant", "per_layer", "K:", "J:", "⟨?⟩", "[[", "<<ANSWER>>"):
         assert s in res.output
     assert res.output.count("--- train |") == 3
+
+
+def test_ask_classes_restricts_questions_and_balances_answers():
+    from activation_oracles.data import DataError
+    from activation_oracles.data.classification import load_task, restrict_classes
+
+    task = load_task("tense", "builtin")
+    assert sorted(task.templates) == ["future", "past", "present"]
+    past = restrict_classes(task, ["past"], seed=0)
+    assert list(past.templates) == ["past"]
+    has = [bool(ys & {"past"}) for _, ys in past.items]
+    assert sum(has) == len(has) - sum(has) == 160  # 160 past contexts, 160 of the 320 others
+    assert {t for t, _ in past.items} <= {t for t, _ in task.items}
+    with pytest.raises(DataError, match=r"ask_classes.tense: unknown class\(es\) \['perfect'\]"):
+        restrict_classes(task, ["perfect"])
+    with pytest.raises(DataError, match="ask_classes.sst2"):
+        MixtureConfig.from_dict({"classification": {"ask_classes": {"sst2": "positive"}}}).validate()
+
+
+def test_ask_classes_in_a_built_mixture(tmp_path):
+    cfg = MixtureConfig.builtin(scale=0.05)
+    cfg.classification.train_tasks, cfg.classification.eval_tasks = ["sst2"], []
+    cfg.classification.ask_classes = {"sst2": ["positive"]}
+    cfg.spqa.count = cfg.spqa.test_count = cfg.context_prediction.count = cfg.context_prediction.test_count = 0
+    dd = build_mixture(cfg, out_dir=tmp_path / "m")
+    for split in ("train", "test"):
+        rows = [r for r in dd[split] if r["task"] == "classification"]
+        assert rows and {r["label"] for r in rows} == {"positive"}
+        assert all("negative" not in r["question"] for r in rows)
+        yes = sum(r["target"] == "Yes" for r in rows)
+        assert 0.35 < yes / len(rows) < 0.65, (split, yes, len(rows))

@@ -27,6 +27,8 @@ def test_mini_demo_end_to_end(tmp_path, capsys, smol):
     assert [m["step"] for m in metrics] == [1, 2] and all(m["loss"] > 0 for m in metrics)
     assert "Held-out yes/no accuracy" in printed and "Sample answers" in printed
     assert summary["mean_all_oracle"] is not None
+    samples = json.loads((out / "samples.json").read_text())
+    assert samples and all(isinstance(s["answer"], str) for s in samples)
     oracle = ao.Oracle.from_pretrained(adapter=str(out / "adapter"), device="cpu")
     assert oracle.has_oracle_adapter and len(oracle.ask("Hello there.", "Q?", max_new_tokens=2)) == 1
 

@@ -123,3 +123,50 @@ def test_source_vectors_match_collect(small_mixture, tiny30):
     for r, v in zip(rows, vecs):
         acts = ao.collect_activations(model, torch.tensor([r["context_input_ids"]]), layers=[r["layer"]])
         torch.testing.assert_close(v, acts[r["layer"]][0, r["context_positions"]], rtol=1e-4, atol=1e-5)
+
+
+def test_choose_answers_matches_full_forward_and_generate(small_mixture, tiny30):
+    """Forced choice = argmax over the Yes/No logits of a plain full forward of each prompt alone
+    (padding and batching change nothing), and its format flag = greedy's first token is Yes or No."""
+    from activation_oracles.eval.classification import prompt_of, source_vectors
+    from activation_oracles.oracle import choice_token_ids, choose_answers, generate_answers
+
+    model, tok = tiny30
+    rows = [small_mixture["test"][i] for i in range(6)]
+    assert len({len(prompt_of(r)) for r in rows}) > 1  # ragged, so left padding is exercised
+    vecs = source_vectors(model, rows, batch_size=6, pad_id=tok.pad_token_id)
+    picks, fmt = choose_answers(model, tok, [prompt_of(r) for r in rows], [list(r["positions"]) for r in rows], vecs)
+    yes, no = choice_token_ids(tok, ("Yes", "No"))
+    greedy = generate_answers(model, tok, [prompt_of(r) for r in rows], [list(r["positions"]) for r in rows], vecs,
+                              max_new_tokens=1)
+    for r, v, p, f, g in zip(rows, vecs, picks, fmt, greedy):
+        with ao.inject(model, [v], [list(r["positions"])]), torch.no_grad():
+            last = model(torch.tensor([prompt_of(r)])).logits[0, -1]
+        assert p == ("Yes" if last[yes] > last[no] else "No")
+        assert f == (int(last.argmax()) in (yes, no))
+        assert (g.strip() in ("Yes", "No")) == f
+    with pytest.raises(ValueError, match="share their first token"):
+        choice_token_ids(tok, ("Yes", "Yes"))
+
+
+def test_generate_scoring_still_available(small_mixture, tiny30):
+    model, tok = tiny30
+    kw = dict(tasks=["sst2"], max_per_group=4, batch_size=4, methods=("oracle", "no_injection"), progress=False)
+    gen = evaluate_classification(model, tok, small_mixture, scoring="generate", **kw)
+    ch = evaluate_classification(model, tok, small_mixture, scoring="choice", **kw)
+    for g, c in zip(gen, ch):
+        assert g.scores["oracle"].n == c.scores["oracle"].n == 4
+        # a random model rarely starts with Yes/No: generate counts those rows wrong, choice still picks
+        assert g.scores["oracle"].correct <= g.scores["oracle"].formatted
+    with pytest.raises(ValueError, match="scoring='vote'"):
+        evaluate_classification(model, tok, small_mixture, scoring="vote", **kw)
+
+
+def test_accuracy_plot_at_perfect_scores(tmp_path):
+    from activation_oracles.eval.classification import GroupResult, MethodScore
+    from activation_oracles.eval.report import plot_accuracy
+
+    r = GroupResult("sst2", "multi", 100, {m: MethodScore(correct=100, formatted=100, n=100) for m in METHODS})
+    r0 = GroupResult("ner", "single", 7, {m: MethodScore(correct=0, formatted=7, n=7) for m in METHODS})
+    plot_accuracy([r, r0], tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 0

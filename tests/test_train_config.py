@@ -19,7 +19,15 @@ def test_presets_ship_and_paper_values():
     big = load_config("paper-llama3.3-70b")
     assert big.train.batch_size == 64 and big.model.quantization == "8bit"
     assert load_config("paper-gemma2-9b").model.spec == "google/gemma-2-9b-it"
-    assert load_config("cpu-smollm2").model.spec == "smollm2-135m"
+    cpu = load_config("cpu-smollm2")
+    assert cpu.model.spec == "smollm2-135m" and cpu.data.layer_percents == [50] and cpu.train.autocast == "bf16"
+    # the preset's built-in mixture settings are a valid mixture config
+    from activation_oracles.train.dataset import builtin_mixture_config
+
+    mix = builtin_mixture_config(cpu)
+    assert mix.layer_percents == [50] and mix.classification.ask_classes["sst2"] == ["positive"]
+    with pytest.raises(ConfigError, match="data.builtin_mixture"):
+        builtin_mixture_config(load_config("cpu-smollm2", {"data.builtin_mixture": "{classification: {nope: 1}}"}))
 
 
 def test_overrides_and_yaml_file(tmp_path):
@@ -37,6 +45,8 @@ def test_overrides_and_yaml_file(tmp_path):
     ("cpu-smollm2", {"lora.dropout": 1.5}, "lora.dropout"),
     ("cpu-smollm2", {"train.nonsense": 1}, "train.nonsense"),
     ("cpu-smollm2", {"optim.schedule": "cosine"}, "optim.schedule"),
+    ("cpu-smollm2", {"data.task_weights": "{classification: -1}"}, "data.task_weights"),
+    ("cpu-smollm2", {"data.task_weights": "{spqa: 0}"}, "data.task_weights"),
     ("no-such-preset", {}, "config"),
 ])
 def test_bad_values_name_the_field(source, overrides, field):
@@ -100,3 +110,22 @@ def test_cli_print_config(tmp_path):
     r = _cli(["cpu-smollm2", "--data", str(tmp_path), "--max-steps", "7", "--print-config"])
     assert r.exit_code == 0, r.output
     assert "max_steps: 7" in r.output
+
+
+def test_task_weights_pick_shares():
+    import numpy as np
+
+    from activation_oracles.train.dataset import weighted_subset
+
+    tasks = np.array(["classification"] * 600 + ["spqa"] * 300 + ["context_prediction"] * 900)
+    keep = np.arange(len(tasks))
+    got = weighted_subset(tasks, keep, {"classification": 4, "spqa": 1, "context_prediction": 1}, seed=0)
+    counts = {t: int((tasks[got] == t).sum()) for t in ("classification", "spqa", "context_prediction")}
+    assert counts == {"classification": 600, "spqa": 150, "context_prediction": 150}
+    assert len(set(got.tolist())) == len(got) and (np.diff(got) > 0).all()
+    only = weighted_subset(tasks, keep, {"classification": 1}, seed=0)
+    assert set(tasks[only]) == {"classification"} and len(only) == 600
+    assert (weighted_subset(tasks, keep, {"spqa": 1, "classification": 1}, seed=3)
+            == weighted_subset(tasks, keep, {"spqa": 1, "classification": 1}, seed=3)).all()
+    with pytest.raises(ConfigError, match="data.task_weights.*'ner'"):
+        weighted_subset(tasks, keep, {"ner": 1}, seed=0)

@@ -69,9 +69,12 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
 
     _stage("3/4 evaluating on held-out data against three baselines", t0)
     oracle = Oracle.from_pretrained(model, str(out / "adapter"), device="cpu")
+    # The tasks trained on (held-out contexts) by default: the unseen ones cost minutes and have no
+    # probe training split; `eval_tasks` or `ao eval --tasks` reach them.
+    eval_tasks = eval_tasks or list(mix.classification.train_tasks)
     results, summary, samples, report = run_eval(
         oracle, dd, out, tasks=eval_tasks, max_per_group=max_per_group, metrics_path=out / "metrics.jsonl",
-        title="Activation oracle demo: SmolLM2-135M-Instruct on CPU",
+        title="Activation oracle demo: SmolLM2-135M-Instruct on CPU", bar_tasks=list(mix.classification.train_tasks),
         meta={"preset": preset, "base_model": model, "adapter": str(out / "adapter"),
               "train_examples": len(dd["train"]), "test_examples": len(dd["test"])},
     )
@@ -83,12 +86,11 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
 
 
 def demo_mixture(cfg, model: str, data_scale: float | None):
-    """The built-in offline mixture, at the preset's source layers."""
-    from .data import MixtureConfig
+    """The built-in offline mixture as the preset trains on it (layers, data.builtin_mixture settings)."""
+    from .train.dataset import builtin_mixture_config
 
-    m = MixtureConfig.builtin(model, scale=data_scale or cfg.data.builtin_scale)
-    m.layer_percents = list(cfg.data.layer_percents)
-    return m
+    cfg.model.spec = model
+    return builtin_mixture_config(cfg, scale=data_scale)
 
 
 def print_summary(results, summary, samples, out: Path) -> None:

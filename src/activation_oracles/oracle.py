@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .hooks import collect_activations, inject
+from .hooks import collect_activations, inject, position_ids_from_mask
 from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, model_device, num_layers
 from .prompt import chat_ids, format_oracle_prompt
 
@@ -97,6 +97,46 @@ def generate_answers(
     with steer:
         out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **gen_kwargs)
     return [t.strip() for t in tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
+
+
+def choice_token_ids(tokenizer, choices: tuple[str, ...]) -> list[int]:
+    """The first token of each choice as the assistant would start its answer with it."""
+    ids = [tokenizer.encode(c, add_special_tokens=False)[0] for c in choices]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"choices {choices} share their first token {ids}; they cannot be told apart in one step")
+    return ids
+
+
+@torch.no_grad()
+def choose_answers(
+    model,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    placeholder_positions: list[list[int]],
+    vectors: list[torch.Tensor] | None,
+    *,
+    choices: tuple[str, ...] = ("Yes", "No"),
+    hook_layer: int = 1,
+    coefficient: float = 1.0,
+) -> tuple[list[str], list[bool]]:
+    """Forced choice in one forward: for each prompt, the choice whose first token the oracle rates
+    highest at the first answer position, and whether greedy decoding would itself start with one of
+    the choices (the format check). Same injection rules as `generate_answers`, no decoding loop."""
+    pad = tokenizer.pad_token_id
+    ids, mask, offsets = left_pad(prompt_ids, pad)
+    dev = model_device(model)
+    ids, mask = ids.to(dev), mask.to(dev)
+    steer = contextlib.nullcontext()
+    if vectors is not None:
+        positions = [[off + p for p in ps] for off, ps in zip(offsets, placeholder_positions)]
+        steer = inject(model, vectors, positions, hook_layer=hook_layer, coefficient=coefficient)
+    with steer:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                       use_cache=False, logits_to_keep=1).logits[:, -1].float()
+    cids = torch.tensor(choice_token_ids(tokenizer, choices), device=logits.device)
+    picked = logits[:, cids].argmax(-1).tolist()
+    formatted = torch.isin(logits.argmax(-1), cids).tolist()
+    return [choices[i] for i in picked], formatted
 
 
 def read_ao_config(adapter: str | None) -> dict:

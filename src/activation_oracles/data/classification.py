@@ -297,6 +297,27 @@ def load_task(name: str, source: str | Path, seed: int = 0) -> TaskData:
     return TaskData(name, uniq, templates, origin=str(source))
 
 
+def restrict_classes(task: TaskData, classes: list[str], seed: int = 0) -> TaskData:
+    """Questions about `classes` only, over contexts balanced between having one of them (Yes) and
+    not (No): the larger side is subsampled, so Yes is half the answers."""
+    unknown = [c for c in classes if c not in task.templates]
+    if unknown:
+        raise DataError(f"classification.ask_classes.{task.name}: unknown class(es) {unknown}; "
+                        f"{task.name} asks about {sorted(task.templates)}")
+    keep = set(classes)
+    yes = [it for it in task.items if it[1] & keep]
+    no = [it for it in task.items if not it[1] & keep]
+    n = min(len(yes), len(no))
+    if n == 0:
+        raise DataError(f"classification.ask_classes.{task.name}={classes}: the contexts are all "
+                        f"{'Yes' if yes else 'No'} for these classes; pick classes some contexts lack")
+    rng = np.random.default_rng([seed, zlib.crc32(task.name.encode()), 3])
+    pick = lambda side: [side[i] for i in sorted(rng.choice(len(side), n, replace=False))]  # noqa: E731
+    items = pick(yes) + pick(no)
+    order = rng.permutation(len(items))
+    return TaskData(task.name, [items[i] for i in order], {c: task.templates[c] for c in classes}, task.origin)
+
+
 def _is_truth(spec) -> bool:
     return isinstance(spec, list) and not any("{}" in t for t in spec)
 

@@ -46,6 +46,10 @@ class ClassificationConfig:
     train_tasks: list[str] = field(default_factory=lambda: list(TRAIN_TASKS))
     eval_tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))
     single_multi_ratio: list[float] = field(default_factory=lambda: [2, 1])
+    # Per task, the only classes questions ask about (e.g. {sst2: [positive]}): the answer then reads
+    # the activation alone instead of its interplay with the question; contexts are balanced so that
+    # half the answers are Yes. Empty: every class, half the questions about a class the context has.
+    ask_classes: dict[str, list[str]] = field(default_factory=dict)
     single: VariantConfig = field(default_factory=lambda: VariantConfig(2, 1, 5, 1, 1))
     multi: VariantConfig = field(default_factory=lambda: VariantConfig(1, 1, 5, 1, 50))
 
@@ -134,7 +138,7 @@ class MixtureConfig:
     # ------------------------------------------------------------------ checks
     def validate(self) -> "MixtureConfig":
         c = self.classification
-        for t in list(c.train_tasks) + list(c.eval_tasks) + list(c.sources) + list(c.counts):
+        for t in list(c.train_tasks) + list(c.eval_tasks) + list(c.sources) + list(c.counts) + list(c.ask_classes):
             if t not in ALL_TASKS:
                 raise DataError(f"classification: unknown task name {t!r}; known: {', '.join(ALL_TASKS)}")
         both = set(c.train_tasks) & set(c.eval_tasks)
@@ -152,6 +156,9 @@ class MixtureConfig:
                         ("spqa.window", self.spqa.window), ("spqa.offset", self.spqa.offset)]:
             if len(r) != 2 or not 1 <= r[0] <= r[1]:
                 raise DataError(f"{name}={r}: give [min, max] with 1 <= min <= max")
+        for t, cl in c.ask_classes.items():
+            if not isinstance(cl, list) or not cl or not all(isinstance(x, str) for x in cl):
+                raise DataError(f"classification.ask_classes.{t}={cl!r}: give a non-empty list of class names")
         if len(c.single_multi_ratio) != 2 or sum(c.single_multi_ratio) <= 0:
             raise DataError(f"classification.single_multi_ratio={c.single_multi_ratio}: give [single, multi]")
         return self

@@ -117,6 +117,8 @@ class Plan:
             if not (n or c.test_count) or (eval_only and not c.test_count):
                 continue
             task = cls_mod.load_task(name, c.sources.get(name, c.source), seed=cfg.seed)
+            if name in c.ask_classes:
+                task = cls_mod.restrict_classes(task, c.ask_classes[name], seed=cfg.seed)
             self.cls.append(cls_mod.plan_task(task, layers=self.layers, train_count=n, test_count=c.test_count,
                                               single_ratio=ratio, eval_only=eval_only, variants=variants,
                                               allow_recycle=cfg.allow_recycle, seed=cfg.seed))

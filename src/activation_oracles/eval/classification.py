@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..hooks import collect_activations
 from ..models import model_device
-from ..oracle import generate_answers, left_pad
+from ..oracle import choose_answers, generate_answers, left_pad
 from ..prompt import IGNORE_INDEX
 from .probe import pool, probe_predictions
 from .scoring import score, wilson_interval
@@ -101,21 +101,32 @@ def prompt_of(row) -> list[int]:
     return list(row["input_ids"][:n])
 
 
+SCORINGS = ("choice", "generate")
+
+
 def answers(model, tokenizer, rows, vectors, *, hook_layer: int, adapter: bool, steer: bool,
-            batch_size: int = 32, max_new_tokens: int = 3) -> list[str]:
-    """Greedy oracle answers; `adapter=False` turns a PEFT adapter off, `steer=False` skips injection."""
+            batch_size: int = 32, max_new_tokens: int = 3, scoring: str = "choice") -> list[tuple[bool, bool]]:
+    """(format-correct, correct) per row. `adapter=False` turns a PEFT adapter off, `steer=False` skips
+    injection. `scoring="choice"`: Yes vs No at the first answer token (one forward; format-correct =
+    greedy would start with Yes or No); `"generate"`: greedy text, first word compared."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring={scoring!r}: use one of {SCORINGS}")
     off = contextlib.nullcontext()
     if not adapter and hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
         off = model.disable_adapter()
-    texts: list[str] = []
+    out: list[tuple[bool, bool]] = []
     with off:
         for s in range(0, len(rows), batch_size):
             chunk = rows[s : s + batch_size]
-            texts += generate_answers(
-                model, tokenizer, [prompt_of(r) for r in chunk], [list(r["positions"]) for r in chunk],
-                vectors[s : s + batch_size] if steer else None, hook_layer=hook_layer, max_new_tokens=max_new_tokens,
-            )
-    return texts
+            args = (model, tokenizer, [prompt_of(r) for r in chunk], [list(r["positions"]) for r in chunk],
+                    vectors[s : s + batch_size] if steer else None)
+            if scoring == "choice":
+                picks, fmt = choose_answers(*args, hook_layer=hook_layer)
+                out += [(f, p.lower() == r["target"].strip().lower()) for p, f, r in zip(picks, fmt, chunk)]
+            else:
+                texts = generate_answers(*args, hook_layer=hook_layer, max_new_tokens=max_new_tokens)
+                out += [score(t, r["target"]) for t, r in zip(texts, chunk)]
+    return out
 
 
 def probe_key(row) -> tuple:
@@ -132,10 +143,11 @@ def evaluate_classification(
     tasks=None,
     methods=METHODS,
     max_per_group: int | None = 200,
-    max_probe_train: int = 500,
+    max_probe_train: int = 300,
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    scoring: str = "choice",
 ) -> list[GroupResult]:
     """Score every method on every (dataset, variant) group of `data["test"]`."""
     test = data["test"]
@@ -159,14 +171,9 @@ def evaluate_classification(
             if m == "probe":
                 continue
             adapter, steer = settings[m]
-            texts = answers(model, tokenizer, rows, vecs, hook_layer=hook_layer, adapter=adapter and has_adapter,
-                            steer=steer, batch_size=batch_size)
-            sc = MethodScore(n=len(rows))
-            for t, r in zip(texts, rows):
-                f, c = score(t, r["target"])
-                sc.formatted += f
-                sc.correct += c
-            res.scores[m] = sc
+            got = answers(model, tokenizer, rows, vecs, hook_layer=hook_layer, adapter=adapter and has_adapter,
+                          steer=steer, batch_size=batch_size, scoring=scoring)
+            res.scores[m] = MethodScore(correct=sum(c for _, c in got), formatted=sum(f for f, _ in got), n=len(rows))
         if "probe" in methods and (dataset, variant) in train_groups:
             tr_rows = [train[i] for i in train_groups[(dataset, variant)]]
             tr_vecs = source_vectors(model, tr_rows, batch_size=batch_size, pad_id=pad)
@@ -179,10 +186,13 @@ def evaluate_classification(
     return results
 
 
-def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75) -> dict:
-    """Averages over the groups whose linear probe reaches `probe_threshold` (the demo's bar)."""
-    eligible = [r for r in results if "probe" in r.scores and r.scores["probe"].acc >= probe_threshold]
-    out = {"probe_threshold": probe_threshold, "eligible_groups": [f"{r.dataset}/{r.variant}" for r in eligible]}
+def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_tasks=None) -> dict:
+    """Averages over the groups whose linear probe reaches `probe_threshold` (the demo's bar), among
+    the datasets in `bar_tasks` (default: all)."""
+    eligible = [r for r in results if "probe" in r.scores and r.scores["probe"].acc >= probe_threshold
+                and (bar_tasks is None or r.dataset in bar_tasks)]
+    out = {"probe_threshold": probe_threshold, "eligible_groups": [f"{r.dataset}/{r.variant}" for r in eligible],
+           "bar_tasks": sorted(bar_tasks) if bar_tasks is not None else "all"}
     for m in METHODS:
         vals = [r.scores[m].acc for r in eligible if m in r.scores]
         out[f"mean_{m}"] = float(np.mean(vals)) if vals else None

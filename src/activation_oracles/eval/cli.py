@@ -15,6 +15,9 @@ def eval_command(
     out: str = typer.Option("eval_out", "--out", "-o", help="Where report.md, results.json and plots go."),
     max_per_group: int = typer.Option(200, "--max-per-group", help="Held-out questions per dataset and variant."),
     metrics: str | None = typer.Option(None, "--metrics", help="A run's metrics.jsonl, to plot its loss curves."),
+    scoring: str = typer.Option("choice", "--scoring",
+                                help="choice: Yes vs No at the first answer token (one forward); "
+                                     "generate: greedy text, first word compared."),
     device: str | None = typer.Option(None, "--device"),
 ):
     """Score an oracle per task (single- and multi-token separately) against the untrained oracle,
@@ -31,7 +34,7 @@ def eval_command(
         oracle = Oracle.from_pretrained(base, adapter, device=device)
         dd = eval_data(data, base, task_list)
         _, summary, samples, report = run_eval(
-            oracle, dd, out, tasks=task_list, max_per_group=max_per_group, metrics_path=metrics,
+            oracle, dd, out, tasks=task_list, max_per_group=max_per_group, metrics_path=metrics, scoring=scoring,
             meta={"adapter": adapter or "none (untrained)", "base_model": base, "data": data or "built-in"},
         )
     except (ValueError, FileNotFoundError) as e:

@@ -71,7 +71,9 @@ def plot_accuracy(results: list[GroupResult], out: Path) -> Path:
     for j, m in enumerate(methods):
         acc = [r.scores[m].acc if m in r.scores else np.nan for r in results]
         d = [r.scores[m].to_dict() if m in r.scores else None for r in results]
-        err = [[a - s["ci_low"] if s else 0 for a, s in zip(acc, d)], [s["ci_high"] - a if s else 0 for a, s in zip(acc, d)]]
+        # max(0, .): at 0 % or 100 % the interval's bound equals the accuracy up to rounding
+        err = [[max(0.0, a - s["ci_low"]) if s else 0 for a, s in zip(acc, d)],
+               [max(0.0, s["ci_high"] - a) if s else 0 for a, s in zip(acc, d)]]
         ax.bar(x + (j - (len(methods) - 1) / 2) * width, acc, width, yerr=err, capsize=2, label=LABELS[m])
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x, names, fontsize=8)
@@ -83,6 +85,14 @@ def plot_accuracy(results: list[GroupResult], out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+SCORING_NOTE = {
+    "choice": "Scoring: forced choice, Yes vs No at the first answer token (every method gets the same "
+              "benefit of the doubt); format-correct = greedy decoding would itself start with Yes or No.",
+    "generate": "Scoring: greedy generation, first word compared with the target; format-correct = it is "
+                "yes or no.",
+}
 
 
 def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict, *, title: str = "Oracle evaluation",
@@ -99,7 +109,8 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
     if meta:
         lines += [f"- {k}: {v}" for k, v in meta.items()] + [""]
     lines += ["## Held-out yes/no classification", "",
-              "Accuracy with 95 % Wilson intervals; `n` held-out questions per group.", "",
+              "Accuracy with 95 % Wilson intervals; `n` held-out questions per group. " + SCORING_NOTE.get(
+                  (meta or {}).get("scoring", "choice"), ""), "",
               "| dataset | variant | n | " + " | ".join(LABELS[m] for m in METHODS) + " | oracle format-correct |",
               "|---|---|---|" + "---|" * len(METHODS) + "---|"]
     for r in results:
@@ -109,7 +120,10 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
         lines.append(f"| {r.dataset} | {r.variant} | {r.n} | " + " | ".join(_fmt(d.get(m)) for m in METHODS) + tail)
     lines += ["", "## Summary", ""]
     th = summary.get("probe_threshold", 0.75)
-    lines.append(f"Groups whose linear probe reaches {th:.0%}: {', '.join(summary.get('eligible_groups', [])) or 'none'}.")
+    scope = summary.get("bar_tasks", "all")
+    among = "" if scope == "all" else f" (among the tasks trained on, held-out contexts: {', '.join(scope)})"
+    lines.append(f"Groups whose linear probe reaches {th:.0%}{among}: "
+                 f"{', '.join(summary.get('eligible_groups', [])) or 'none'}.")
     lines.append("")
     for m in METHODS:
         v, a = summary.get(f"mean_{m}"), summary.get(f"mean_all_{m}")

@@ -44,15 +44,17 @@ def eval_data(data: str | None, model: str, tasks=None, *, test_count: int = 200
 
 
 def run_eval(oracle, data, out_dir, *, tasks=None, max_per_group: int | None = 200, metrics_path=None,
-             title: str = "Oracle evaluation", meta: dict | None = None, samples: int = 1, progress: bool = True):
+             title: str = "Oracle evaluation", meta: dict | None = None, samples: int = 1, progress: bool = True,
+             scoring: str = "choice", bar_tasks=None):
     """Evaluate `oracle` (an `Oracle`) on `data` (a DatasetDict) and write the report into `out_dir`."""
     t0 = time.time()
     results = evaluate_classification(oracle.model, oracle.tokenizer, data, hook_layer=oracle.hook_layer,
-                                      tasks=tasks, max_per_group=max_per_group, progress=progress)
-    summary = summarize(results)
+                                      tasks=tasks, max_per_group=max_per_group, progress=progress, scoring=scoring)
+    summary = summarize(results, bar_tasks=bar_tasks)
     shown = sample_answers(oracle.model, oracle.tokenizer, data["test"], hook_layer=oracle.hook_layer,
                            per_task=samples) if samples else []
     meta = dict(meta or {})
+    meta["scoring"] = scoring
     meta["eval_seconds"] = round(time.time() - t0, 1)
     report = write_report(out_dir, results, summary, title=title, metrics_path=metrics_path,
                           extra_md=samples_markdown(shown) if shown else "", meta=meta)

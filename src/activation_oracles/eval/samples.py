@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .classification import answers, source_vectors
+from ..oracle import generate_answers
+from .classification import prompt_of, source_vectors
 
 
 @dataclass
@@ -48,8 +49,8 @@ def sample_answers(model, tokenizer, test, *, hook_layer: int = 1, per_task: int
     if not rows:
         return []
     vecs = source_vectors(model, rows, pad_id=tokenizer.pad_token_id)
-    texts = answers(model, tokenizer, rows, vecs, hook_layer=hook_layer, adapter=True, steer=True,
-                    max_new_tokens=max_new_tokens)
+    texts = generate_answers(model, tokenizer, [prompt_of(r) for r in rows], [list(r["positions"]) for r in rows],
+                             vecs, hook_layer=hook_layer, max_new_tokens=max_new_tokens)
     return [Sample(r["task"], r["dataset"], mark_positions(tokenizer, r["context_input_ids"], r["context_positions"]),
                    r["question"], t, r["target"]) for r, t in zip(rows, texts)]
 

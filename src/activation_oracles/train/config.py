@@ -44,6 +44,12 @@ class DataConfig:
     max_length_percentile: float = 99.9  # drop training examples longer than this percentile
     max_train_examples: int | None = None  # take the first N rows (after the split) when set
     builtin_scale: float = 1.0  # size of the built-in mixture (data.path null) relative to the data module default
+    # Relative share of each task family ("classification", "spqa", "context_prediction") in the rows
+    # trained on; families left out are dropped. Empty: the mixture as built.
+    task_weights: dict[str, float] = field(default_factory=dict)
+    # Settings of the built-in mixture (data.path null) that differ from its defaults, in the shape of a
+    # mixture YAML, e.g. {classification: {ask_classes: {sst2: [positive]}}}.
+    builtin_mixture: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -209,6 +215,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("data.max_train_examples", f"must be a positive integer or null, got {dc.max_train_examples!r}")
     if not _num(dc.builtin_scale) or dc.builtin_scale <= 0:
         raise ConfigError("data.builtin_scale", f"must be > 0, got {dc.builtin_scale!r}")
+    if not isinstance(dc.builtin_mixture, dict):
+        raise ConfigError("data.builtin_mixture", f"must be a mapping in the shape of a mixture YAML, got {dc.builtin_mixture!r}")
+    if not isinstance(dc.task_weights, dict) or not all(
+        isinstance(k, str) and _num(v) and v >= 0 for k, v in dc.task_weights.items()
+    ) or (dc.task_weights and not any(v > 0 for v in dc.task_weights.values())):
+        raise ConfigError("data.task_weights", "must map task families (classification, spqa, context_prediction) "
+                                               f"to non-negative weights, at least one positive; got {dc.task_weights!r}")
     if not _int(lo.r) or lo.r < 1:
         raise ConfigError("lora.r", f"must be a positive integer, got {lo.r!r}")
     if not _num(lo.alpha) or lo.alpha <= 0:

@@ -68,22 +68,45 @@ def builtin_mixture_dir(cfg: TrainConfig) -> Path:
 
     tag = "-".join(str(int(p) if float(p).is_integer() else p) for p in cfg.data.layer_percents)
     name = f"{cfg.model.spec.replace('/', '--')}-x{cfg.data.builtin_scale:g}-s{cfg.train.seed}-l{tag}"
+    if cfg.data.builtin_mixture:
+        import hashlib
+        import json
+
+        name += "-" + hashlib.sha1(json.dumps(cfg.data.builtin_mixture, sort_keys=True).encode()).hexdigest()[:10]
     return cache_dir() / "train-mixtures" / name
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and v else v
+    return out
+
+
+def builtin_mixture_config(cfg: TrainConfig, scale: float | None = None):
+    """The built-in offline mixture as this config trains on it: its layers, scale, seed and
+    `data.builtin_mixture` settings."""
+    from ..data.config import DataError, MixtureConfig
+
+    mcfg = MixtureConfig.builtin(model=cfg.model.spec, scale=scale or cfg.data.builtin_scale, seed=cfg.train.seed)
+    mcfg.layer_percents = list(cfg.data.layer_percents)
+    if cfg.data.builtin_mixture:
+        try:
+            mcfg = MixtureConfig.from_dict(_merge(mcfg.to_dict(), cfg.data.builtin_mixture), where="data.builtin_mixture")
+            mcfg.validate()
+        except DataError as err:
+            raise ConfigError("data.builtin_mixture", str(err)) from None
+    return mcfg
 
 
 def build_builtin_mixture(cfg: TrainConfig, *, progress: bool = False) -> Path:
     try:
-        from ..data.config import MixtureConfig
         from ..data.mixture import build_mixture
+
+        mcfg = builtin_mixture_config(cfg)
     except ImportError as err:
         raise ConfigError("data.path", f"no --data given and the built-in mixture is unavailable ({err}); "
                                        "build one with `ao data build --out DIR` and pass --data DIR") from None
-    try:
-        mcfg = MixtureConfig.builtin(model=cfg.model.spec, scale=cfg.data.builtin_scale, seed=cfg.train.seed)
-    except ImportError as err:
-        raise ConfigError("data.path", f"no --data given and the built-in mixture is unavailable ({err}); "
-                                       "build one with `ao data build --out DIR` and pass --data DIR") from None
-    mcfg.layer_percents = list(cfg.data.layer_percents)
     out = builtin_mixture_dir(cfg)
     build_mixture(mcfg, out_dir=out, progress=progress, log=lambda *a, **k: None)
     return out
@@ -112,6 +135,21 @@ def open_split(path: Path, split: str, field: str):
     return ds
 
 
+def weighted_subset(tasks: np.ndarray, keep: np.ndarray, weights: dict[str, float], seed: int) -> np.ndarray:
+    """The largest subset of `keep` whose task shares follow `weights`, each task's rows drawn at random
+    (seeded); tasks weighted 0 or not named are dropped."""
+    present = {t: keep[tasks[keep] == t] for t in np.unique(tasks[keep])}
+    unknown = sorted(set(weights) - set(present))
+    if unknown:
+        raise ConfigError("data.task_weights", f"no training rows of task(s) {unknown}; the data has {sorted(present)}")
+    total = sum(weights.values())
+    share = {t: w / total for t, w in weights.items() if w > 0}
+    scale = min(len(present[t]) / s for t, s in share.items())
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(present[t], size=max(1, int(round(scale * s))), replace=False) for t, s in share.items()]
+    return np.sort(np.concatenate(picked))
+
+
 def open_train_data(cfg: TrainConfig, path: Path) -> TrainData:
     ds = open_split(path, cfg.data.train_split, "data.train_split")
     n = len(ds)
@@ -122,6 +160,9 @@ def open_train_data(cfg: TrainConfig, path: Path) -> TrainData:
     counts = _label_counts(ds)[:n]
     keep = length_filter(lengths, cfg.data.max_length_percentile)
     keep = keep[counts[keep] > 0]
+    if cfg.data.task_weights:
+        tasks = np.asarray(ds.data.column("task").to_numpy(zero_copy_only=False)[:n])
+        keep = weighted_subset(tasks, keep, cfg.data.task_weights, cfg.train.seed)
     if len(keep) < cfg.train.batch_size:
         raise ConfigError(
             "train.batch_size",
