@@ -211,7 +211,7 @@ def test_ask_classes_restricts_questions_and_balances_answers():
 
 
 def test_ask_classes_in_a_built_mixture(tmp_path):
-    cfg = MixtureConfig.builtin(scale=0.05)
+    cfg = MixtureConfig.builtin(scale=0.3)
     cfg.classification.train_tasks, cfg.classification.eval_tasks = ["sst2"], []
     cfg.classification.ask_classes = {"sst2": ["positive"]}
     cfg.spqa.count = cfg.spqa.test_count = cfg.context_prediction.count = cfg.context_prediction.test_count = 0
@@ -221,4 +221,4 @@ def test_ask_classes_in_a_built_mixture(tmp_path):
         assert rows and {r["label"] for r in rows} == {"positive"}
         assert all("negative" not in r["question"] for r in rows)
         yes = sum(r["target"] == "Yes" for r in rows)
-        assert 0.35 < yes / len(rows) < 0.65, (split, yes, len(rows))
+        assert len(rows) >= 90 and 0.3 < yes / len(rows) < 0.7, (split, yes, len(rows))

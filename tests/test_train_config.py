@@ -127,5 +127,7 @@ def test_task_weights_pick_shares():
     assert set(tasks[only]) == {"classification"} and len(only) == 600
     assert (weighted_subset(tasks, keep, {"spqa": 1, "classification": 1}, seed=3)
             == weighted_subset(tasks, keep, {"spqa": 1, "classification": 1}, seed=3)).all()
+    # a weighted family the data lacks is ignored; none present is an error naming the field
+    assert (weighted_subset(tasks, keep, {"classification": 1, "ner": 5}, seed=0) == only).all()
     with pytest.raises(ConfigError, match="data.task_weights.*'ner'"):
         weighted_subset(tasks, keep, {"ner": 1}, seed=0)

@@ -137,13 +137,14 @@ def open_split(path: Path, split: str, field: str):
 
 def weighted_subset(tasks: np.ndarray, keep: np.ndarray, weights: dict[str, float], seed: int) -> np.ndarray:
     """The largest subset of `keep` whose task shares follow `weights`, each task's rows drawn at random
-    (seeded); tasks weighted 0 or not named are dropped."""
+    (seeded); tasks weighted 0 or not named are dropped, weighted tasks the data lacks are ignored."""
     present = {t: keep[tasks[keep] == t] for t in np.unique(tasks[keep])}
-    unknown = sorted(set(weights) - set(present))
-    if unknown:
-        raise ConfigError("data.task_weights", f"no training rows of task(s) {unknown}; the data has {sorted(present)}")
-    total = sum(weights.values())
-    share = {t: w / total for t, w in weights.items() if w > 0}
+    share = {t: w for t, w in weights.items() if w > 0 and t in present}
+    if not share:
+        raise ConfigError("data.task_weights", f"none of the weighted tasks {sorted(weights)} has training rows; "
+                                               f"the data has {sorted(present)}")
+    total = sum(share.values())
+    share = {t: w / total for t, w in share.items()}
     scale = min(len(present[t]) / s for t, s in share.items())
     rng = np.random.default_rng(seed)
     picked = [rng.choice(present[t], size=max(1, int(round(scale * s))), replace=False) for t, s in share.items()]
