@@ -66,6 +66,18 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask, offsets
 
 
+def _padded_and_steered(model, tokenizer, prompt_ids, placeholder_positions, vectors, hook_layer, coefficient):
+    """Left-padded prompts on the model's device and the context that injects each row's vectors at
+    its (shifted) placeholders; a no-op context when `vectors` is None."""
+    ids, mask, offsets = left_pad(prompt_ids, tokenizer.pad_token_id)
+    dev = model_device(model)
+    steer = contextlib.nullcontext()
+    if vectors is not None:
+        positions = [[off + p for p in ps] for off, ps in zip(offsets, placeholder_positions)]
+        steer = inject(model, vectors, positions, hook_layer=hook_layer, coefficient=coefficient)
+    return ids.to(dev), mask.to(dev), steer
+
+
 @torch.no_grad()
 def generate_answers(
     model,
@@ -82,20 +94,15 @@ def generate_answers(
 ) -> list[str]:
     """One batched `generate` over oracle prompts, each steered at its placeholders by its vectors
     (`vectors=None`: no injection, the question alone). Uses whatever adapter is active on `model`."""
-    pad = tokenizer.pad_token_id
-    ids, mask, offsets = left_pad(prompt_ids, pad)
-    dev = model_device(model)
-    gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad)
+    ids, mask, steer = _padded_and_steered(model, tokenizer, prompt_ids, placeholder_positions, vectors,
+                                           hook_layer, coefficient)
+    gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id)
     if do_sample:
         gen_kwargs["temperature"] = temperature
     else:  # keep the model's sampling defaults from warning about being ignored
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-    steer = contextlib.nullcontext()
-    if vectors is not None:
-        positions = [[off + p for p in ps] for off, ps in zip(offsets, placeholder_positions)]
-        steer = inject(model, vectors, positions, hook_layer=hook_layer, coefficient=coefficient)
     with steer:
-        out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **gen_kwargs)
+        out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
     return [t.strip() for t in tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
 
@@ -122,14 +129,8 @@ def choose_answers(
     """Forced choice in one forward: for each prompt, the choice whose first token the oracle rates
     highest at the first answer position, and whether greedy decoding would itself start with one of
     the choices (the format check). Same injection rules as `generate_answers`, no decoding loop."""
-    pad = tokenizer.pad_token_id
-    ids, mask, offsets = left_pad(prompt_ids, pad)
-    dev = model_device(model)
-    ids, mask = ids.to(dev), mask.to(dev)
-    steer = contextlib.nullcontext()
-    if vectors is not None:
-        positions = [[off + p for p in ps] for off, ps in zip(offsets, placeholder_positions)]
-        steer = inject(model, vectors, positions, hook_layer=hook_layer, coefficient=coefficient)
+    ids, mask, steer = _padded_and_steered(model, tokenizer, prompt_ids, placeholder_positions, vectors,
+                                           hook_layer, coefficient)
     with steer:
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                        use_cache=False, logits_to_keep=1).logits[:, -1].float()
