@@ -156,8 +156,6 @@ def test_generate_scoring_still_available(small_mixture, tiny30):
     ch = evaluate_classification(model, tok, small_mixture, scoring="choice", **kw)
     for g, c in zip(gen, ch):
         assert g.scores["oracle"].n == c.scores["oracle"].n == 4
-        # a random model rarely starts with Yes/No: generate counts those rows wrong, choice still picks
-        assert g.scores["oracle"].correct <= g.scores["oracle"].formatted
     with pytest.raises(ValueError, match="scoring='vote'"):
         evaluate_classification(model, tok, small_mixture, scoring="vote", **kw)
 

@@ -13,10 +13,10 @@ pytestmark = pytest.mark.slow
 
 def test_smollm2_builtin_short_run_learns(tmp_path, monkeypatch, smol):
     pytest.importorskip("activation_oracles.data.builtin")
-    import activation_oracles.train.dataset as dataset_mod
+    import activation_oracles.data.mixture as mixture_mod
     from activation_oracles.train import train
 
-    monkeypatch.setattr(dataset_mod, "builtin_mixture_dir", lambda cfg: tmp_path / "mix")
+    monkeypatch.setattr(mixture_mod, "default_out_dir", lambda key: tmp_path / "mix")
     run = train("cpu-smollm2", out=str(tmp_path / "run"), overrides={
         "data.builtin_scale": 0.03, "train.batch_size": 8, "train.max_steps": 6, "optim.lr": 3e-4,
         "optim.warmup_ratio": 0.0, "output.save_every": 0, "output.progress": False, "eval.every": 0,

@@ -43,6 +43,7 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
     from transformers.utils import logging as hf_logging
 
     from .data import build_mixture
+    from .data.mixture import saved_dir
     from .eval.run import run_eval
     from .oracle import Oracle
     from .train import load_config
@@ -55,7 +56,7 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
     mix = demo_mixture(cfg, model, data_scale)
     _stage("1/4 building the built-in offline mixture (all three task families)", t0)
     dd = build_mixture(mix)
-    data_dir = Path(dd["train"].cache_files[0]["filename"]).parent.parent
+    data_dir = saved_dir(dd)
     print(f"      train {len(dd['train']):,} / test {len(dd['test']):,} examples in {data_dir}", flush=True)
 
     _stage(f"2/4 training an oracle with the {preset} preset", t0)
@@ -89,8 +90,7 @@ def demo_mixture(cfg, model: str, data_scale: float | None):
     """The built-in offline mixture as the preset trains on it (layers, data.builtin_mixture settings)."""
     from .train.dataset import builtin_mixture_config
 
-    cfg.model.spec = model
-    return builtin_mixture_config(cfg, scale=data_scale)
+    return builtin_mixture_config(cfg, scale=data_scale, model=model)
 
 
 def print_summary(results, summary, samples, out: Path) -> None:

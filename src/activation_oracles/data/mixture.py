@@ -281,6 +281,11 @@ def default_out_dir(key: str) -> Path:
     return cache_dir() / "data" / key[:20]
 
 
+def saved_dir(dd) -> Path:
+    """The directory a built or loaded mixture (DatasetDict) lives in."""
+    return Path(dd["train"].cache_files[0]["filename"]).parent.parent
+
+
 def build_mixture(config: MixtureConfig | str | Path | None = None, tokenizer=None, out_dir: str | Path | None = None,
                   *, n_layers: int | None = None, progress: bool = False, force: bool = False, log=print):
     """Build (or reuse) the mixture and return it as a DatasetDict with splits train and test.

@@ -62,20 +62,6 @@ def resolve_data_dir(cfg: TrainConfig) -> Path | None:
     return p
 
 
-def builtin_mixture_dir(cfg: TrainConfig) -> Path:
-    """Directory of the built-in offline mixture for this model (built once by the data module, reused)."""
-    from ..models import cache_dir
-
-    tag = "-".join(str(int(p) if float(p).is_integer() else p) for p in cfg.data.layer_percents)
-    name = f"{cfg.model.spec.replace('/', '--')}-x{cfg.data.builtin_scale:g}-s{cfg.train.seed}-l{tag}"
-    if cfg.data.builtin_mixture:
-        import hashlib
-        import json
-
-        name += "-" + hashlib.sha1(json.dumps(cfg.data.builtin_mixture, sort_keys=True).encode()).hexdigest()[:10]
-    return cache_dir() / "train-mixtures" / name
-
-
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
@@ -83,12 +69,12 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def builtin_mixture_config(cfg: TrainConfig, scale: float | None = None):
+def builtin_mixture_config(cfg: TrainConfig, scale: float | None = None, model: str | None = None):
     """The built-in offline mixture as this config trains on it: its layers, scale, seed and
     `data.builtin_mixture` settings."""
     from ..data.config import DataError, MixtureConfig
 
-    mcfg = MixtureConfig.builtin(model=cfg.model.spec, scale=scale or cfg.data.builtin_scale, seed=cfg.train.seed)
+    mcfg = MixtureConfig.builtin(model=model or cfg.model.spec, scale=scale or cfg.data.builtin_scale, seed=cfg.train.seed)
     mcfg.layer_percents = list(cfg.data.layer_percents)
     if cfg.data.builtin_mixture:
         try:
@@ -101,15 +87,14 @@ def builtin_mixture_config(cfg: TrainConfig, scale: float | None = None):
 
 def build_builtin_mixture(cfg: TrainConfig, *, progress: bool = False) -> Path:
     try:
-        from ..data.mixture import build_mixture
+        from ..data.mixture import build_mixture, saved_dir
 
         mcfg = builtin_mixture_config(cfg)
     except ImportError as err:
         raise ConfigError("data.path", f"no --data given and the built-in mixture is unavailable ({err}); "
                                        "build one with `ao data build --out DIR` and pass --data DIR") from None
-    out = builtin_mixture_dir(cfg)
-    build_mixture(mcfg, out_dir=out, progress=progress, log=lambda *a, **k: None)
-    return out
+    # The data module's cache, keyed by the content hash: `ao demo` and `ao train` share one build.
+    return saved_dir(build_mixture(mcfg, progress=progress, log=lambda *a, **k: None))
 
 
 def open_split(path: Path, split: str, field: str):
