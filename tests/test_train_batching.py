@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from activation_oracles.train.batching import (
-    BatchStream, Cursor, chunk_by_length, collate, epoch_batches, length_filter,
+    BatchStream, Cursor, StagedStream, chunk_by_length, collate, epoch_batches, length_filter,
 )
 
 
@@ -40,6 +40,26 @@ def test_cursor_resumes_exactly():
     seq = [s.next() for _ in range(30)]  # crosses epochs (12 batches per epoch)
     r = BatchStream(lengths, 8, seed=0, cursor=Cursor(1, 5))
     assert all((x == y).all() for x, y in zip(seq[17:], [r.next() for _ in range(13)]))
+
+
+def test_curriculum_stages_then_main_stream_and_exact_resume():
+    lengths = np.random.default_rng(2).integers(5, 50, size=200)
+    multi = np.arange(0, 200, 4)  # the rows a stage may use (50 of them)
+    s = StagedStream(lengths, 8, seed=0, stages=[(10, multi), (3, np.arange(100, 120))])
+    seq = [s.next() for _ in range(40)]
+    assert all(set(b.tolist()) <= set(multi.tolist()) for b in seq[:10])  # stage 0, recycling its 6 batches
+    assert all(set(b.tolist()) <= set(range(100, 120)) for b in seq[10:13])
+    main = BatchStream(lengths, 8, seed=0)
+    assert all((x == main.next()).all() for x in seq[13:])  # then exactly the stream without stages
+    # resume at every step boundary from the saved state reproduces the rest
+    for k in (0, 5, 10, 12, 13, 25):
+        s2 = StagedStream(lengths, 8, seed=0, stages=[(10, multi), (3, np.arange(100, 120))])
+        for _ in range(k):
+            s2.next()
+        state = s2.state_dict()
+        r = StagedStream(lengths, 8, seed=0, stages=[(10, multi), (3, np.arange(100, 120))])
+        r.load_state_dict(state, k)
+        assert all((x == r.next()).all() for x in seq[k:])
 
 
 def test_collate_dedups_contexts_and_shifts_positions():

@@ -47,6 +47,10 @@ def test_overrides_and_yaml_file(tmp_path):
     ("cpu-smollm2", {"optim.schedule": "cosine"}, "optim.schedule"),
     ("cpu-smollm2", {"data.task_weights": "{classification: -1}"}, "data.task_weights"),
     ("cpu-smollm2", {"data.task_weights": "{spqa: 0}"}, "data.task_weights"),
+    ("cpu-smollm2", {"data.curriculum": "{steps: 5}"}, "data.curriculum"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 0, where: {variant: [multi]}}]"}, "data.curriculum[0].steps"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: multi}}]"}, "data.curriculum[0].where.variant"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {}}]"}, "data.curriculum[0].where"),
     ("no-such-preset", {}, "config"),
 ])
 def test_bad_values_name_the_field(source, overrides, field):
@@ -131,3 +135,19 @@ def test_task_weights_pick_shares():
     assert (weighted_subset(tasks, keep, {"classification": 1, "ner": 5}, seed=0) == only).all()
     with pytest.raises(ConfigError, match="data.task_weights.*'ner'"):
         weighted_subset(tasks, keep, {"ner": 1}, seed=0)
+
+
+def test_curriculum_rows_match_columns_and_name_bad_filters():
+    import datasets
+    import numpy as np
+
+    from activation_oracles.train.dataset import curriculum_rows
+
+    ds = datasets.Dataset.from_dict({"task": ["classification", "spqa"] * 10, "variant": ["multi", "all"] * 5 + ["single", "all"] * 5})
+    keep = np.arange(2, 20)  # kept-set indices are what the stages return
+    (steps, rows), = curriculum_rows(ds, keep, [{"steps": 7, "where": {"task": ["classification"], "variant": ["multi"]}}], 2)
+    assert steps == 7 and keep[rows].tolist() == [2, 4, 6, 8]
+    with pytest.raises(ConfigError, match=r"data.curriculum\[0\].where.kind.*no column 'kind'"):
+        curriculum_rows(ds, keep, [{"steps": 1, "where": {"kind": ["x"]}}], 2)
+    with pytest.raises(ConfigError, match=r"data.curriculum\[0\].where: matches 4 training rows.*batch of 8"):
+        curriculum_rows(ds, keep, [{"steps": 1, "where": {"variant": ["multi"], "task": ["classification"]}}], 8)

@@ -40,6 +40,7 @@ def mix(tmp_path_factory, smol_tokenizer):
 def tiny_cfg(tiny_dir, out, **over):
     cfg = {
         "model": {"spec": str(tiny_dir)},
+        "data": {},
         "optim": {"lr": 3e-3, "warmup_ratio": 0.1},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.1},
         "train": {"batch_size": 4, "max_steps": 6, "seed": 1},
@@ -104,12 +105,14 @@ def test_tiny_run_learns_and_saves_loadable_adapter(tiny_dir, mix, tmp_path):
 def test_resume_after_sigkill_matches_uninterrupted(tiny_dir, mix, tmp_path):
     import yaml
 
-    full = train(tiny_cfg(tiny_dir, tmp_path / "full"), data=str(mix))
+    # a curriculum stage (multi-token rows for 5 steps) spans the kill, so its cursor must resume too
+    stage = {"data.curriculum": [{"steps": 5, "where": {"variant": ["multi"]}}]}
+    full = train(tiny_cfg(tiny_dir, tmp_path / "full", **stage), data=str(mix))
     ref = losses(full)
     assert len(ref) == 6
     # the same run in a subprocess, SIGKILLed after step 4 (checkpoint at 3)
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text(yaml.safe_dump(tiny_cfg(tiny_dir, tmp_path / "killed")))
+    cfg_file.write_text(yaml.safe_dump(tiny_cfg(tiny_dir, tmp_path / "killed", **stage)))
     env = {**os.environ, "AO_TRAIN_KILL_AFTER_STEP": "4", "PYTHONPATH": str(ROOT / "src")}
     p = subprocess.run([sys.executable, "-m", "activation_oracles.train", str(cfg_file), "--data", str(mix)],
                        env=env, capture_output=True, text=True, timeout=300)

@@ -18,7 +18,7 @@ def test_smollm2_builtin_short_run_learns(tmp_path, monkeypatch, smol):
 
     monkeypatch.setattr(mixture_mod, "default_out_dir", lambda key: tmp_path / "mix")
     run = train("cpu-smollm2", out=str(tmp_path / "run"), overrides={
-        "data.builtin_scale": 0.03, "train.batch_size": 8, "train.max_steps": 6, "optim.lr": 3e-4,
+        "data.builtin_scale": 0.03, "data.curriculum": [], "train.batch_size": 8, "train.max_steps": 6, "optim.lr": 3e-4,
         "optim.warmup_ratio": 0.0, "output.save_every": 0, "output.progress": False, "eval.every": 0,
         "eval.initial": True, "eval.max_examples": 1, "eval.max_loss_examples": 8, "eval.batch_size": 12,
     })

@@ -85,6 +85,52 @@ class BatchStream:
         return b
 
 
+class StagedStream:
+    """A curriculum in front of the main stream: stage i supplies the next `steps` batches from its own
+    rows only (indices into `lengths`), then the main stream takes over for the rest of the run.
+
+    Each part is a BatchStream with its own seed, so the state is the steps taken plus one cursor per part,
+    and resuming at any step continues exactly. Rows a stage used stay in the main stream's epoch: a stage
+    is a warm-up on a subset, not a reordering of the epoch.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, *, seed: int = 0, window: int = 20,
+                 stages: list[tuple[int, np.ndarray]] = ()):
+        self.main = BatchStream(lengths, batch_size, seed=seed, window=window)
+        self.stages = [(int(steps), np.asarray(rows), BatchStream(lengths[rows], batch_size, seed=seed + 1 + i,
+                                                                   window=window))
+                       for i, (steps, rows) in enumerate(stages)]
+        self.step = 0
+
+    batch_size = property(lambda self: self.main.batch_size)
+    batches_per_epoch = property(lambda self: self.main.batches_per_epoch)
+    cursor = property(lambda self: self.main.cursor)
+
+    @property
+    def stage_steps(self) -> int:
+        return sum(steps for steps, _, _ in self.stages)
+
+    def next(self) -> np.ndarray:
+        s, self.step = self.step, self.step + 1
+        for steps, rows, stream in self.stages:
+            if s < steps:
+                return rows[stream.next()]
+            s -= steps
+        return self.main.next()
+
+    def state_dict(self) -> dict:
+        return {"cursor": self.main.cursor.to_dict(), "stage_cursors": [st.cursor.to_dict() for _, _, st in self.stages]}
+
+    def load_state_dict(self, state: dict, step: int) -> None:
+        self.step = int(step)
+        self.main.cursor = Cursor(**state["cursor"])
+        cursors = state.get("stage_cursors", [])
+        if len(cursors) != len(self.stages):
+            raise ValueError(f"the checkpoint has {len(cursors)} curriculum stages but the config has {len(self.stages)}")
+        for (_, _, st), c in zip(self.stages, cursors):
+            st.cursor = Cursor(**c)
+
+
 def chunk_by_length(lengths: list[int], tolerance: float) -> list[list[int]]:
     """Split items (indices into `lengths`) into groups run as separate padded batches: sorted longest
     first, a new group starts when an item is shorter than (1 - tolerance) x its group's longest, so no

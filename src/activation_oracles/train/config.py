@@ -50,6 +50,9 @@ class DataConfig:
     # Settings of the built-in mixture (data.path null) that differ from its defaults, in the shape of a
     # mixture YAML, e.g. {classification: {ask_classes: {sst2: [positive]}}}.
     builtin_mixture: dict[str, Any] = field(default_factory=dict)
+    # Warm-up stages before the whole data, in order: each trains `steps` optimiser steps on the rows whose
+    # columns match `where` (all of them), e.g. [{steps: 150, where: {variant: [multi]}}].
+    curriculum: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -194,6 +197,24 @@ def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _validate_curriculum(stages) -> None:
+    if not isinstance(stages, list):
+        raise ConfigError("data.curriculum", f"must be a list of stages {{steps: N, where: {{column: [values]}}}}, "
+                                             f"got {stages!r}")
+    for i, st in enumerate(stages):
+        name = f"data.curriculum[{i}]"
+        if not isinstance(st, dict) or set(st) != {"steps", "where"}:
+            raise ConfigError(name, f"must be a mapping with exactly the keys steps and where, got {st!r}")
+        if not _int(st["steps"]) or st["steps"] < 1:
+            raise ConfigError(f"{name}.steps", f"must be a positive integer, got {st['steps']!r}")
+        where = st["where"]
+        if not isinstance(where, dict) or not where:
+            raise ConfigError(f"{name}.where", f"must map data columns to lists of values, got {where!r}")
+        for col, vals in where.items():
+            if not isinstance(col, str) or not isinstance(vals, list) or not vals:
+                raise ConfigError(f"{name}.where.{col}", f"must be a non-empty list of values, got {vals!r}")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types and ranges; raise ConfigError naming the first bad field. Touches no model or data."""
     m, dc, lo, o, t, e, out = cfg.model, cfg.data, cfg.lora, cfg.optim, cfg.train, cfg.eval, cfg.output
@@ -222,6 +243,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     ) or (dc.task_weights and not any(v > 0 for v in dc.task_weights.values())):
         raise ConfigError("data.task_weights", "must map task families (classification, spqa, context_prediction) "
                                                f"to non-negative weights, at least one positive; got {dc.task_weights!r}")
+    _validate_curriculum(dc.curriculum)
     if not _int(lo.r) or lo.r < 1:
         raise ConfigError("lora.r", f"must be a positive integer, got {lo.r!r}")
     if not _num(lo.alpha) or lo.alpha <= 0:

@@ -41,6 +41,7 @@ class TrainData:
     lengths: np.ndarray  # oracle tokens of each kept row
     label_counts: np.ndarray  # labelled targets of each kept row
     dropped: int  # rows dropped as longer than the length percentile
+    stages: list = None  # data.curriculum: (steps, indices into the kept set) per stage
 
     def __len__(self):
         return len(self.rows)
@@ -136,6 +137,25 @@ def weighted_subset(tasks: np.ndarray, keep: np.ndarray, weights: dict[str, floa
     return np.sort(np.concatenate(picked))
 
 
+def curriculum_rows(ds, keep: np.ndarray, curriculum: list[dict], batch_size: int) -> list[tuple[int, np.ndarray]]:
+    """Per data.curriculum stage: its step count and the indices into `keep` of the rows it matches."""
+    stages = []
+    for i, st in enumerate(curriculum):
+        hit = np.ones(len(keep), dtype=bool)
+        for col, vals in st["where"].items():
+            if col not in ds.column_names:
+                raise ConfigError(f"data.curriculum[{i}].where.{col}", f"the data has no column {col!r}; "
+                                                                       f"it has {sorted(ds.column_names)}")
+            values = np.asarray(ds.data.column(col).to_numpy(zero_copy_only=False), dtype=object)[keep]
+            hit &= np.isin(values.astype(str), [str(v) for v in vals])
+        rows = np.flatnonzero(hit)
+        if len(rows) < batch_size:
+            raise ConfigError(f"data.curriculum[{i}].where", f"matches {len(rows)} training rows, fewer than one "
+                                                             f"batch of {batch_size}; widen the filter")
+        stages.append((int(st["steps"]), rows))
+    return stages
+
+
 def open_train_data(cfg: TrainConfig, path: Path) -> TrainData:
     ds = open_split(path, cfg.data.train_split, "data.train_split")
     n = len(ds)
@@ -154,4 +174,6 @@ def open_train_data(cfg: TrainConfig, path: Path) -> TrainData:
             "train.batch_size",
             f"{cfg.train.batch_size} is larger than the {len(keep)} usable training examples in {path}",
         )
-    return TrainData(ds=ds, rows=keep, lengths=lengths[keep], label_counts=counts[keep], dropped=n - len(keep))
+    stages = curriculum_rows(ds, keep, cfg.data.curriculum, cfg.train.batch_size)
+    return TrainData(ds=ds, rows=keep, lengths=lengths[keep], label_counts=counts[keep], dropped=n - len(keep),
+                     stages=stages)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import BatchStream, Cursor, collate
+from .batching import StagedStream, collate
 from .checkpoint import (
     CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state, verify,
 )
@@ -211,6 +211,10 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     if per_step % (world * cfg.train.grad_accum):
         raise ConfigError("train.batch_size", f"{per_step} must be divisible by processes x grad_accum = "
                                               f"{world} x {cfg.train.grad_accum}")
+    stage_steps, planned = sum(steps for steps, _ in tdata.stages), total_steps(cfg, len(tdata) // per_step)
+    if stage_steps and stage_steps >= planned:  # e.g. a preset cut short with --max-steps for a smoke test
+        warnings.warn(f"data.curriculum: the stages take {stage_steps} steps and the run only {planned}, so it "
+                      "ends inside the curriculum and never reaches the whole data", stacklevel=2)
     main = acc.is_main_process
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +227,8 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                             weight_decay=cfg.optim.weight_decay)
-    stream = BatchStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window)
+    stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
+                          stages=tdata.stages)
     total = total_steps(cfg, stream.batches_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.warmup_ratio, cfg.optim.schedule))
 
@@ -376,7 +381,7 @@ def _save_checkpoint(cfg, acc, wrapped, peft_model, opt, sched, stream, step, ru
             for r, st in enumerate(rngs):
                 torch.save(st, d / f"rng_rank{r}.pt")
             (d / "trainer_state.json").write_text(json.dumps({
-                "step": step, "cursor": stream.cursor.to_dict(), "world_size": acc.num_processes,
+                "step": step, **stream.state_dict(), "world_size": acc.num_processes,
                 "seed": cfg.train.seed, "batch_size": cfg.train.batch_size, "fsdp": fsdp,
             }, indent=1))
 
@@ -413,12 +418,15 @@ def _load_checkpoint(ckpt: Path, peft_model, opt, sched, stream, rank: int) -> i
         if not opt_file.exists():
             raise CheckpointError(f"{ckpt}: no optimizer state for rank {rank} (saved with "
                                   f"{state.get('world_size')} FSDP processes; resume with as many)")
-    opt.load_state_dict(torch.load(opt_file, map_location="cpu", weights_only=False))
-    sched.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=False))
-    stream.cursor = Cursor(**state["cursor"])
+    opt.load_state_dict(torch.load(opt_file, map_location="cpu", weights_only=True))
+    sched.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True))
+    try:
+        stream.load_state_dict(state, int(state["step"]))
+    except ValueError as err:
+        raise ConfigError("data.curriculum", f"{ckpt}: {err}") from None
     rng_file = ckpt / f"rng_rank{rank}.pt"
     if rng_file.exists():
-        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
     else:
         warnings.warn(f"{ckpt} has no RNG state for rank {rank} (saved with {state.get('world_size')} processes); "
                       "dropout masks will differ from an uninterrupted run", stacklevel=2)
