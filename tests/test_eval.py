@@ -168,3 +168,17 @@ def test_accuracy_plot_at_perfect_scores(tmp_path):
     r0 = GroupResult("ner", "single", 7, {m: MethodScore(correct=0, formatted=7, n=7) for m in METHODS})
     plot_accuracy([r, r0], tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_sample_rows_come_from_the_evaluated_classification_tasks():
+    import datasets
+
+    from activation_oracles.eval.samples import pick_rows
+
+    test = datasets.Dataset.from_dict({
+        "task": ["classification"] * 6 + ["spqa", "context_prediction"],
+        "dataset": ["ag_news"] * 5 + ["sst2", "latentqa", "web"]})
+    for seed in range(5):
+        rows = pick_rows(test, seed=seed, datasets=["sst2"])
+        assert rows == [5, 6, 7]  # the only sst2 row, whatever the seed; other families unaffected
+    assert len(pick_rows(test)) == 3

@@ -52,7 +52,7 @@ def run_eval(oracle, data, out_dir, *, tasks=None, max_per_group: int | None = 2
                                       tasks=tasks, max_per_group=max_per_group, progress=progress, scoring=scoring)
     summary = summarize(results, bar_tasks=bar_tasks)
     shown = sample_answers(oracle.model, oracle.tokenizer, data["test"], hook_layer=oracle.hook_layer,
-                           per_task=samples) if samples else []
+                           per_task=samples, datasets=sorted({r.dataset for r in results})) if samples else []
     meta = dict(meta or {})
     meta["scoring"] = scoring
     meta["eval_seconds"] = round(time.time() - t0, 1)

@@ -32,20 +32,23 @@ def mark_positions(tokenizer, ids, positions, *, window: int = 40) -> str:
     return ("…" if start else "") + before + "⟦" + inside + "⟧"
 
 
-def pick_rows(test, per_task: int = 1, seed: int = 0) -> list[int]:
-    tasks = test["task"]
+def pick_rows(test, per_task: int = 1, seed: int = 0, datasets=None) -> list[int]:
+    """Row indices of `per_task` random test rows per family; classification rows only from `datasets`
+    (the evaluated ones) when given, so the sample shows a task the scores above cover."""
+    tasks, names = test["task"], test["dataset"]
     rng = np.random.default_rng(seed)
     out = []
     for t in ("classification", "spqa", "context_prediction"):
-        idx = [i for i, x in enumerate(tasks) if x == t]
+        idx = [i for i, (x, d) in enumerate(zip(tasks, names))
+               if x == t and (t != "classification" or not datasets or d in datasets)]
         if idx:
             out += sorted(rng.choice(idx, size=min(per_task, len(idx)), replace=False).tolist())
     return out
 
 
 def sample_answers(model, tokenizer, test, *, hook_layer: int = 1, per_task: int = 1, seed: int = 0,
-                   max_new_tokens: int = 30) -> list[Sample]:
-    rows = [test[i] for i in pick_rows(test, per_task, seed)]
+                   max_new_tokens: int = 30, datasets=None) -> list[Sample]:
+    rows = [test[i] for i in pick_rows(test, per_task, seed, datasets)]
     if not rows:
         return []
     vecs = source_vectors(model, rows, pad_id=tokenizer.pad_token_id)
