@@ -106,10 +106,6 @@ class StagedStream:
     batches_per_epoch = property(lambda self: self.main.batches_per_epoch)
     cursor = property(lambda self: self.main.cursor)
 
-    @property
-    def stage_steps(self) -> int:
-        return sum(steps for steps, _, _ in self.stages)
-
     def next(self) -> np.ndarray:
         s, self.step = self.step, self.step + 1
         for steps, rows, stream in self.stages:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .batching import length_filter
 from .config import ConfigError, TrainConfig
@@ -41,7 +43,7 @@ class TrainData:
     lengths: np.ndarray  # oracle tokens of each kept row
     label_counts: np.ndarray  # labelled targets of each kept row
     dropped: int  # rows dropped as longer than the length percentile
-    stages: list = None  # data.curriculum: (steps, indices into the kept set) per stage
+    stages: list = field(default_factory=list)  # data.curriculum: (steps, indices into the kept set) per stage
 
     def __len__(self):
         return len(self.rows)
@@ -146,8 +148,10 @@ def curriculum_rows(ds, keep: np.ndarray, curriculum: list[dict], batch_size: in
             if col not in ds.column_names:
                 raise ConfigError(f"data.curriculum[{i}].where.{col}", f"the data has no column {col!r}; "
                                                                        f"it has {sorted(ds.column_names)}")
-            values = np.asarray(ds.data.column(col).to_numpy(zero_copy_only=False), dtype=object)[keep]
-            hit &= np.isin(values.astype(str), [str(v) for v in vals])
+            # Arrow compute: a million rows must not become a million Python strings
+            column = pc.cast(ds.data.column(col), pa.string())
+            match = pc.is_in(column, value_set=pa.array([str(v) for v in vals])).to_numpy(zero_copy_only=False)
+            hit &= match[keep]
         rows = np.flatnonzero(hit)
         if len(rows) < batch_size:
             raise ConfigError(f"data.curriculum[{i}].where", f"matches {len(rows)} training rows, fewer than one "
