@@ -65,10 +65,6 @@ class BatchStream:
     cursor: Cursor = field(default_factory=Cursor)
     _cache: tuple[int, list] | None = field(default=None, repr=False)
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self.lengths) // self.batch_size
-
     def _epoch(self, epoch: int) -> list[np.ndarray]:
         if self._cache is None or self._cache[0] != epoch:
             self._cache = (epoch, epoch_batches(self.lengths, self.batch_size, seed=self.seed, epoch=epoch,
@@ -103,7 +99,6 @@ class StagedStream:
         self.step = 0
 
     batch_size = property(lambda self: self.main.batch_size)
-    batches_per_epoch = property(lambda self: self.main.batches_per_epoch)
     cursor = property(lambda self: self.main.cursor)
 
     def next(self) -> np.ndarray:

@@ -211,9 +211,10 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     if per_step % (world * cfg.train.grad_accum):
         raise ConfigError("train.batch_size", f"{per_step} must be divisible by processes x grad_accum = "
                                               f"{world} x {cfg.train.grad_accum}")
-    stage_steps, planned = sum(steps for steps, _ in tdata.stages), total_steps(cfg, len(tdata) // per_step)
-    if stage_steps and stage_steps >= planned:  # e.g. a preset cut short with --max-steps for a smoke test
-        warnings.warn(f"data.curriculum: the stages take {stage_steps} steps and the run only {planned}, so it "
+    total = total_steps(cfg, len(tdata) // per_step)
+    stage_steps = sum(steps for steps, _ in tdata.stages)
+    if stage_steps and stage_steps >= total:  # e.g. a preset cut short with --max-steps for a smoke test
+        warnings.warn(f"data.curriculum: the stages take {stage_steps} steps and the run only {total}, so it "
                       "ends inside the curriculum and never reaches the whole data", stacklevel=2)
     main = acc.is_main_process
     if main:
@@ -229,7 +230,6 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
                             weight_decay=cfg.optim.weight_decay)
     stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
                           stages=tdata.stages)
-    total = total_steps(cfg, stream.batches_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.warmup_ratio, cfg.optim.schedule))
 
     start = 0
