@@ -106,6 +106,17 @@ def generate_answers(
     return [t.strip() for t in tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
 
+@torch.no_grad()
+def next_token_logits(model, tokenizer, prompt_ids: list[list[int]], placeholder_positions: list[list[int]],
+                      vectors: list[torch.Tensor] | None, *, hook_layer: int = 1, coefficient: float = 1.0):
+    """[B, V] float32 logits of the first answer token of each steered prompt, from one forward."""
+    ids, mask, steer = _padded_and_steered(model, tokenizer, prompt_ids, placeholder_positions, vectors,
+                                           hook_layer, coefficient)
+    with steer:
+        return model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                     use_cache=False, logits_to_keep=1).logits[:, -1].float()
+
+
 def choice_token_ids(tokenizer, choices: tuple[str, ...]) -> list[int]:
     """The first token of each choice as the assistant would start its answer with it."""
     ids = [tokenizer.encode(c, add_special_tokens=False)[0] for c in choices]
@@ -129,11 +140,8 @@ def choose_answers(
     """Forced choice in one forward: for each prompt, the choice whose first token the oracle rates
     highest at the first answer position, and whether greedy decoding would itself start with one of
     the choices (the format check). Same injection rules as `generate_answers`, no decoding loop."""
-    ids, mask, steer = _padded_and_steered(model, tokenizer, prompt_ids, placeholder_positions, vectors,
-                                           hook_layer, coefficient)
-    with steer:
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                       use_cache=False, logits_to_keep=1).logits[:, -1].float()
+    logits = next_token_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors,
+                               hook_layer=hook_layer, coefficient=coefficient)
     cids = torch.tensor(choice_token_ids(tokenizer, choices), device=logits.device)
     picked = logits[:, cids].argmax(-1).tolist()
     formatted = torch.isin(logits.argmax(-1), cids).tolist()

@@ -122,6 +122,7 @@ class Plan:
                 task = cls_mod.restrict_classes(task, c.ask_classes[name], seed=cfg.seed)
             self.cls.append(cls_mod.plan_task(task, layers=self.layers, train_count=n, test_count=c.test_count,
                                               shares=shares, eval_only=eval_only, variants=variants,
+                                              yes_no_prefix=c.yes_no_prefix,
                                               allow_recycle=cfg.allow_recycle, seed=cfg.seed))
         self.cp = None
         if cp.count or cp.test_count:
