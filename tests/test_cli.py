@@ -39,3 +39,16 @@ def test_ask_bad_input_exit_code(smol):
     assert "layer=99 is out of range" in result.output
     result = runner.invoke(app, ["ask", "--model", "nope", "--context", "hi", "--question", "Q?"])
     assert result.exit_code == 2 and "spec='nope'" in result.output
+
+
+def test_ask_controls_prints_three_answers(smol):
+    result = runner.invoke(app, ["ask", "--context", "I loved this film.", "--question", "Is it positive?",
+                                 "--positions", "last", "--max-new-tokens", "3", "--controls"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("[layer 15"))
+    assert [ln.split()[0] for ln in lines[head + 1 : head + 4]] == ["A:", "no", "unrelated:"]
+    result = runner.invoke(app, ["ask", "--context", "I loved this film.", "--question", "Is it positive?",
+                                 "--positions", "last", "--max-new-tokens", "3", "--controls", "--json"])
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["control"] for r in rows] == [None, "no_injection", "unrelated"]

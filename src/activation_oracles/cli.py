@@ -68,6 +68,8 @@ def ask(
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
     temperature: float = typer.Option(1.0, "--temperature"),
     num_samples: int = typer.Option(1, "--num-samples"),
+    controls: bool = typer.Option(False, "--controls", help="Also answer with no injection and with an "
+                                  "unrelated neutral context at the same positions, printed side by side."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per answer on stdout."),
     device: str | None = typer.Option(None, "--device"),
 ):
@@ -77,23 +79,32 @@ def ask(
     from .oracle import Oracle
 
     hf_logging.disable_progress_bar()
+    runs = (None, "no_injection", "unrelated") if controls else (None,)
     try:
         oracle = Oracle.from_pretrained(model, adapter, device=device)
-        answers = oracle.ask(
+        results = [oracle.ask(
             context, question[0] if len(question) == 1 else list(question), layer=layer,
             layer_percent=layer_percent, positions=parse_positions(positions), mode=mode, raw=raw,
             max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, num_samples=num_samples,
-        )
+            control=control,
+        ) for control in runs]
     except (ValueError, FileNotFoundError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    for a in answers:
+    for same_query in zip(*results):
+        a = same_query[0]
         if as_json:
-            typer.echo(json.dumps(a.to_dict()))
-        else:
-            where = f"positions {a.positions[0]}" if len(a.positions) == 1 else f"{len(a.positions)} positions"
-            typer.echo(f"[layer {a.layer}, {where}] Q: {a.question}\n  A: {a.text}")
+            for b in same_query:
+                typer.echo(json.dumps(b.to_dict()))
+            continue
+        where = f"positions {a.positions[0]}" if len(a.positions) == 1 else f"{len(a.positions)} positions"
+        typer.echo(f"[layer {a.layer}, {where}] Q: {a.question}")
+        for b in same_query:
+            typer.echo(f"  {CONTROL_LABELS[b.control]:<13} {b.text}" if controls else f"  A: {b.text}")
     sys.stdout.flush()
+
+
+CONTROL_LABELS = {None: "A:", "no_injection": "no injection:", "unrelated": "unrelated:"}
 
 
 def main():  # pragma: no cover - entry point

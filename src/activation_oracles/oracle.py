@@ -16,6 +16,10 @@ from .steering import generate_answers, left_pad
 
 MODES = ("full", "tokens", "segment")
 SOURCES = ("orig", "lora", "diff")
+CONTROLS = ("no_injection", "unrelated")
+# What `control="unrelated"` reads when no `unrelated_context` is given: plain, topic-free prose.
+NEUTRAL_TEXT = ("The kettle clicked off in the kitchen. Outside, the afternoon stayed grey and still, and now "
+                "and then a bus went by at the end of the street. A cat slept on the windowsill.")
 
 
 @dataclass
@@ -27,6 +31,7 @@ class OracleAnswer:
     layer: int
     mode: str = "full"
     sample_index: int = 0
+    control: str | None = None  # None: the context's activations; "no_injection" | "unrelated": a control
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,7 +53,7 @@ class _Query:
     question: str
     positions: list[int]
     sample_index: int = 0
-    vectors: torch.Tensor | None = field(default=None, repr=False)
+    vectors: torch.Tensor | None = field(default=None, repr=False)  # None: nothing injected
 
 
 # ----------------------------------------------------------------------------- argument parsing
@@ -68,6 +73,14 @@ def _is_single_context(x) -> bool:
     if isinstance(x, str) or _is_messages(x) or _is_token_ids(x):
         return True
     return isinstance(x, torch.Tensor) and x.dim() == 2
+
+
+def map_positions(positions: list[int], length: int, other_length: int) -> list[int]:
+    """Where positions of a `length`-token context fall in an `other_length`-token one (the unrelated
+    control): proportionally, first to first and last to last; a one-token context maps to the last."""
+    if length == 1:
+        return [other_length - 1] * len(positions)
+    return [round(p * (other_length - 1) / (length - 1)) for p in positions]
 
 
 def resolve_positions(spec, length: int) -> list[int]:
@@ -110,6 +123,7 @@ class Oracle:
         self.has_oracle_adapter = has_oracle_adapter
         self.config = config or {}
         self._target_adapters: dict[str, str] = {}
+        self._adapter_off = 0
 
     @classmethod
     def from_pretrained(cls, base: str = DEFAULT_MODEL, adapter: str | None = None, *, hook_layer=None, **load_kwargs):
@@ -144,8 +158,18 @@ class Oracle:
         return name
 
     @contextlib.contextmanager
+    def adapter_disabled(self):
+        """Within this block the oracle answers with its adapter off: the untrained, Patchscopes-style
+        oracle (the same prompts and injection into the base weights), e.g. as an audit baseline."""
+        self._adapter_off += 1
+        try:
+            yield self
+        finally:
+            self._adapter_off -= 1
+
+    @contextlib.contextmanager
     def _oracle_weights(self):
-        if self.has_oracle_adapter:
+        if self.has_oracle_adapter and not self._adapter_off:
             self.model.set_adapter("oracle")
             yield
         elif self._is_peft():
@@ -181,32 +205,40 @@ class Oracle:
             f"(got {type(ctx).__name__}{' (empty)' if hasattr(ctx, '__len__') and len(ctx) == 0 else ''})"
         )
 
-    def _collect(self, contexts: list[_Context], layer: int, source: str, target_adapter: str | None):
-        """[L_i, D] activations per token context, from as few forwards as the source needs."""
-        todo = [i for i, c in enumerate(contexts) if c.ids is not None]
-        if not todo:
-            return {}
-        ids, mask, offsets = left_pad([contexts[i].ids for i in todo], self.tokenizer.pad_token_id)
+    def _collect(self, contexts: list[_Context], layers: list[int], source: str, target_adapter: str | None,
+                 batch_size: int) -> dict[int, dict[int, torch.Tensor]]:
+        """{context index: {layer: [L_i, D]}} for every context: token contexts in forwards of at most
+        `batch_size` contexts (similar lengths together, to pad little), precomputed vectors as given."""
+        out = {i: {layers[0]: c.vectors} for i, c in enumerate(contexts) if c.vectors is not None}
+        todo = sorted((i for i, c in enumerate(contexts) if c.ids is not None), key=lambda i: -contexts[i].length)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            acts, offsets = self._collect_batch([contexts[i].ids for i in chunk], layers, source, target_adapter)
+            for row, i in enumerate(chunk):
+                out[i] = {layer: acts[layer][row, offsets[row] :] for layer in layers}
+        return out
+
+    def _collect_batch(self, seqs, layers, source, target_adapter):
+        ids, mask, offsets = left_pad(seqs, self.tokenizer.pad_token_id)
         dev = model_device(self.model)
         ids, mask = ids.to(dev), mask.to(dev)
 
         def run(with_target: bool):
             if not with_target:
-                return collect_activations(self.model, ids, mask, layers=[layer])[layer]
+                return collect_activations(self.model, ids, mask, layers=layers)
             self.model.set_adapter(self._target_adapters[target_adapter])
             try:
-                return collect_activations(self.model, ids, mask, layers=[layer], use_adapter=True)[layer]
+                return collect_activations(self.model, ids, mask, layers=layers, use_adapter=True)
             finally:
                 if self.has_oracle_adapter:
                     self.model.set_adapter("oracle")
 
         if source == "orig":
-            acts = run(False)
-        elif source == "lora":
-            acts = run(True)
-        else:
-            acts = run(True).float() - run(False).float()
-        return {i: acts[row, offsets[row] :] for row, i in enumerate(todo)}
+            return run(False), offsets
+        if source == "lora":
+            return run(True), offsets
+        tuned, base = run(True), run(False)
+        return {layer: tuned[layer].float() - base[layer].float() for layer in layers}, offsets
 
     # ------------------------------------------------------------------ asking
 
@@ -227,19 +259,48 @@ class Oracle:
         mode: str = "full",
         raw: bool = False,
         coefficient: float = 1.0,
-        batch_size: int = 256,
+        batch_size: int = 64,
+        control: str | None = None,
+        unrelated_context=None,
     ) -> list[OracleAnswer]:
-        """Ask `question` about the activations of `context` at `layer`; one answer per query, in order."""
+        """Ask `question` about the activations of `context` at `layer`; one answer per query, in order.
+
+        `control="no_injection"` answers the same prompts with nothing injected; `control="unrelated"`
+        injects the activations of `unrelated_context` (default `NEUTRAL_TEXT`) at the positions that
+        `map_positions` assigns. Contexts are read and answers generated `batch_size` at a time."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples} must be at least 1")
+        if num_samples > 1 and not do_sample:
+            raise ValueError("num_samples > 1 needs do_sample=True (greedy answers would be identical)")
+        layer, queries = self._prepare(context, question, layer=layer, layer_percent=layer_percent,
+                                       positions=positions, target_adapter=target_adapter, source=source,
+                                       num_samples=num_samples, mode=mode, raw=raw, batch_size=batch_size,
+                                       control=control, unrelated_context=unrelated_context)
+        texts = []
+        for start in range(0, len(queries), batch_size):
+            texts += self._generate(queries[start : start + batch_size], layer, max_new_tokens, do_sample,
+                                    temperature, coefficient)
+        return [
+            OracleAnswer(text=t, question=q.question, context_index=q.context_index, positions=q.positions,
+                         layer=layer, mode=mode, sample_index=q.sample_index, control=control)
+            for q, t in zip(queries, texts)
+        ]
+
+    def _prepare(self, context, question, *, layer, layer_percent, positions, target_adapter, source, num_samples,
+                 mode, raw, batch_size, control, unrelated_context) -> tuple[int, list[_Query]]:
+        """Check the arguments, read the contexts and return (layer, queries with their vectors)."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
         if source not in SOURCES:
             raise ValueError(f"source={source!r}: use one of {', '.join(SOURCES)}")
         if source != "orig" and target_adapter is None:
             raise ValueError(f"source={source!r} reads a fine-tuned target: pass target_adapter=PATH")
-        if num_samples < 1:
-            raise ValueError(f"num_samples={num_samples} must be at least 1")
-        if num_samples > 1 and not do_sample:
-            raise ValueError("num_samples > 1 needs do_sample=True (greedy answers would be identical)")
+        if control is not None and control not in CONTROLS:
+            raise ValueError(f"control={control!r}: use None or one of {', '.join(CONTROLS)}")
+        if unrelated_context is not None and control != "unrelated":
+            raise ValueError("unrelated_context is only read with control='unrelated'")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         layer = check_layer(self.model, layer) if layer is not None else layer_from_percent(self.model, layer_percent)
 
         raw_contexts = [context] if _is_single_context(context) else list(context)
@@ -251,21 +312,18 @@ class Oracle:
             self.load_target_adapter(target_adapter)
 
         queries = self._queries(contexts, pairs, positions, mode, num_samples)
-        acts = self._collect(contexts, layer, source, target_adapter)
+        if control == "no_injection":
+            return layer, queries
+        if control == "unrelated":
+            neutral = self._tokenize_context(NEUTRAL_TEXT if unrelated_context is None else unrelated_context, raw)
+            src = self._collect([neutral], [layer], source, target_adapter, batch_size)[0][layer]
+            for q in queries:
+                q.vectors = src[map_positions(q.positions, contexts[q.context_index].length, neutral.length)]
+            return layer, queries
+        acts = self._collect(contexts, [layer], source, target_adapter, batch_size)
         for q in queries:
-            c = contexts[q.context_index]
-            src = c.vectors if c.vectors is not None else acts[q.context_index]
-            q.vectors = src[q.positions]
-        texts = []
-        for start in range(0, len(queries), batch_size):
-            texts += self._generate(
-                queries[start : start + batch_size], layer, max_new_tokens, do_sample, temperature, coefficient
-            )
-        return [
-            OracleAnswer(text=t, question=q.question, context_index=q.context_index, positions=q.positions,
-                         layer=layer, mode=mode, sample_index=q.sample_index)
-            for q, t in zip(queries, texts)
-        ]
+            q.vectors = acts[q.context_index][layer][q.positions]
+        return layer, queries
 
     @staticmethod
     def _pair_questions(n_contexts: int, question) -> list[tuple[int, str]]:
@@ -302,9 +360,10 @@ class Oracle:
         prompts = [format_oracle_prompt(self.tokenizer, layer=layer, num_positions=len(q.positions),
                                         question=q.question) for q in queries]
         with self._oracle_weights():
+            vectors = None if queries[0].vectors is None else [q.vectors for q in queries]
             return generate_answers(
                 self.model, self.tokenizer, [p.input_ids for p in prompts], [p.positions for p in prompts],
-                [q.vectors for q in queries], hook_layer=self.hook_layer, coefficient=coefficient,
+                vectors, hook_layer=self.hook_layer, coefficient=coefficient,
                 max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
             )
 
