@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,7 +16,7 @@ from .hooks import collect_activations
 from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, model_device, num_layers
 from .oracle_config import read_ao_config
 from .prompt import chat_ids, format_oracle_prompt
-from .steering import generate_answers, left_pad
+from .steering import choice_probs, generate_steered, left_pad
 
 MODES = ("full", "tokens", "segment")
 SOURCES = ("orig", "lora", "diff")
@@ -24,7 +28,10 @@ NEUTRAL_TEXT = ("The kettle clicked off in the kitchen. Outside, the afternoon s
 
 @dataclass
 class OracleAnswer:
-    text: str
+    """One answer of `Oracle.ask` or `Oracle.score`. The optional fields are filled by the options that
+    compute them and are None otherwise."""
+
+    text: str  # score(): the most probable choice
     question: str
     context_index: int
     positions: list[int]
@@ -32,6 +39,12 @@ class OracleAnswer:
     mode: str = "full"
     sample_index: int = 0
     control: str | None = None  # None: the context's activations; "no_injection" | "unrelated": a control
+    probs: dict[str, float] | None = None  # score(): choice -> probability (sums to 1)
+    choice_mass: float | None = None  # score(): full-vocabulary probability of the choices' first tokens
+    logprob: float | None = None  # return_logprobs: log-probability of the answer's tokens (end token included)
+    tokens: list[str] | None = None  # return_logprobs: the answer's tokens
+    token_logprobs: list[float] | None = None  # return_logprobs: one per token
+    agreement: float | None = None  # num_samples > 1: share of the query's samples that match this answer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +86,13 @@ def _is_single_context(x) -> bool:
     if isinstance(x, str) or _is_messages(x) or _is_token_ids(x):
         return True
     return isinstance(x, torch.Tensor) and x.dim() == 2
+
+
+def normalize_answer(text: str) -> str:
+    """The default matcher of sampled answers: case, punctuation and spacing do not count."""
+    text = "".join(" " if unicodedata.category(ch).startswith("P") or ch in string.punctuation else ch
+                   for ch in text.lower())
+    return " ".join(text.split())
 
 
 def map_positions(positions: list[int], length: int, other_length: int) -> list[int]:
@@ -262,12 +282,19 @@ class Oracle:
         batch_size: int = 64,
         control: str | None = None,
         unrelated_context=None,
+        return_logprobs: bool = False,
+        matcher: Callable[[str], Hashable] | None = None,
+        group_samples: bool = False,
     ) -> list[OracleAnswer]:
         """Ask `question` about the activations of `context` at `layer`; one answer per query, in order.
 
         `control="no_injection"` answers the same prompts with nothing injected; `control="unrelated"`
         injects the activations of `unrelated_context` (default `NEUTRAL_TEXT`) at the positions that
-        `map_positions` assigns. Contexts are read and answers generated `batch_size` at a time."""
+        `map_positions` assigns. Contexts are read and answers generated `batch_size` at a time.
+        `return_logprobs` fills `logprob`, `tokens` and `token_logprobs`. With `num_samples > 1` each
+        answer's `agreement` is the share of its query's samples with the same `matcher(text)` (default
+        `normalize_answer`); `group_samples=True` returns one answer per distinct one instead, most
+        agreed first."""
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be at least 1")
         if num_samples > 1 and not do_sample:
@@ -276,15 +303,66 @@ class Oracle:
                                        positions=positions, target_adapter=target_adapter, source=source,
                                        num_samples=num_samples, mode=mode, raw=raw, batch_size=batch_size,
                                        control=control, unrelated_context=unrelated_context)
-        texts = []
+        answers = []
         for start in range(0, len(queries), batch_size):
-            texts += self._generate(queries[start : start + batch_size], layer, max_new_tokens, do_sample,
-                                    temperature, coefficient)
-        return [
-            OracleAnswer(text=t, question=q.question, context_index=q.context_index, positions=q.positions,
-                         layer=layer, mode=mode, sample_index=q.sample_index, control=control)
-            for q, t in zip(queries, texts)
-        ]
+            chunk = queries[start : start + batch_size]
+            gen = self._generate(chunk, layer, max_new_tokens, do_sample, temperature, coefficient, return_logprobs)
+            for i, (q, text) in enumerate(zip(chunk, gen.texts)):
+                a = self._answer(q, text, layer, mode, control)
+                if return_logprobs:
+                    a.tokens = [self.tokenizer.decode([t]) for t in gen.token_ids[i]]
+                    a.token_logprobs = gen.token_logprobs[i]
+                    a.logprob = float(sum(a.token_logprobs))
+                answers.append(a)
+        if num_samples > 1:
+            answers = agree(answers, num_samples, matcher or normalize_answer, group=group_samples)
+        return answers
+
+    def score(
+        self,
+        context,
+        question,
+        choices=("Yes", "No"),
+        *,
+        layer: int | None = None,
+        layer_percent: float = 50,
+        positions="all",
+        target_adapter: str | None = None,
+        source: str = "orig",
+        mode: str = "full",
+        raw: bool = False,
+        coefficient: float = 1.0,
+        batch_size: int = 64,
+        control: str | None = None,
+        unrelated_context=None,
+        method: str = "auto",
+    ) -> list[OracleAnswer]:
+        """How likely the oracle answers each of `choices`, per query (same queries and arguments as
+        `ask`): `probs` maps each choice to its probability, `text` is the most probable one.
+        `method`: see `steering.choice_probs` (first tokens when they differ, else whole sequences)."""
+        choices = tuple(choices)
+        layer, queries = self._prepare(context, question, layer=layer, layer_percent=layer_percent,
+                                       positions=positions, target_adapter=target_adapter, source=source,
+                                       num_samples=1, mode=mode, raw=raw, batch_size=batch_size,
+                                       control=control, unrelated_context=unrelated_context)
+        answers = []
+        for start in range(0, len(queries), batch_size):
+            chunk = queries[start : start + batch_size]
+            prompts = self._prompts(chunk, layer)
+            with self._oracle_weights():
+                s = choice_probs(self.model, self.tokenizer, [p.input_ids for p in prompts],
+                                 [p.positions for p in prompts], _vectors(chunk), choices=choices,
+                                 hook_layer=self.hook_layer, coefficient=coefficient, method=method)
+            for q, row, mass in zip(chunk, s.probs.tolist(), s.mass.tolist()):
+                a = self._answer(q, choices[max(range(len(row)), key=row.__getitem__)], layer, mode, control)
+                a.probs, a.choice_mass = dict(zip(choices, row)), mass
+                answers.append(a)
+        return answers
+
+    @staticmethod
+    def _answer(q: _Query, text: str, layer: int, mode: str, control) -> OracleAnswer:
+        return OracleAnswer(text=text, question=q.question, context_index=q.context_index, positions=q.positions,
+                            layer=layer, mode=mode, sample_index=q.sample_index, control=control)
 
     def _prepare(self, context, question, *, layer, layer_percent, positions, target_adapter, source, num_samples,
                  mode, raw, batch_size, control, unrelated_context) -> tuple[int, list[_Query]]:
@@ -356,17 +434,45 @@ class Oracle:
                 out += [_Query(ci, q, g, s) for s in range(num_samples)]
         return out
 
-    def _generate(self, queries, layer, max_new_tokens, do_sample, temperature, coefficient) -> list[str]:
-        prompts = [format_oracle_prompt(self.tokenizer, layer=layer, num_positions=len(q.positions),
-                                        question=q.question) for q in queries]
+    def _prompts(self, queries, layer):
+        return [format_oracle_prompt(self.tokenizer, layer=layer, num_positions=len(q.positions),
+                                     question=q.question) for q in queries]
+
+    def _generate(self, queries, layer, max_new_tokens, do_sample, temperature, coefficient, return_logprobs):
+        prompts = self._prompts(queries, layer)
         with self._oracle_weights():
-            vectors = None if queries[0].vectors is None else [q.vectors for q in queries]
-            return generate_answers(
+            return generate_steered(
                 self.model, self.tokenizer, [p.input_ids for p in prompts], [p.positions for p in prompts],
-                vectors, hook_layer=self.hook_layer, coefficient=coefficient,
+                _vectors(queries), hook_layer=self.hook_layer, coefficient=coefficient,
                 max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                return_logprobs=return_logprobs,
             )
 
     @property
     def num_layers(self) -> int:
         return num_layers(self.model)
+
+
+def _vectors(queries: list[_Query]):
+    """The queries' vectors, or None when none are injected (the no-injection control)."""
+    return None if queries[0].vectors is None else [q.vectors for q in queries]
+
+
+def agree(answers: list[OracleAnswer], num_samples: int, matcher, *, group: bool = False) -> list[OracleAnswer]:
+    """Fill `agreement` for runs of `num_samples` consecutive samples of one query: the share of the run
+    whose `matcher(text)` equals this answer's. `group=True` keeps one answer per distinct key per query
+    (its first sample), most agreed first."""
+    out = []
+    for start in range(0, len(answers), num_samples):
+        run = answers[start : start + num_samples]
+        keys = [matcher(a.text) for a in run]
+        counts = Counter(keys)
+        for a, k in zip(run, keys):
+            a.agreement = counts[k] / len(run)
+        if group:
+            first = {}
+            for a, k in zip(run, keys):
+                first.setdefault(k, a)
+            run = sorted(first.values(), key=lambda a: -a.agreement)  # stable: ties keep sample order
+        out += run
+    return out
