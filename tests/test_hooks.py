@@ -103,6 +103,67 @@ def test_gradient_reaches_lora_weights_with_checkpointing():
     assert any(g.abs().sum() > 0 for g in grads)
 
 
+def _grads_around_injection(model, ids, vectors, positions, grad):
+    """(h, dL/dh, dL/dh') at block 1: h is the block's own output, h' the steered one downstream sees."""
+    block = ao.decoder_layers(model)[1]
+    seen = {}
+
+    def keep(name):
+        def hook(m, a, o):
+            t = o[0] if isinstance(o, tuple) else o
+            t.retain_grad()
+            seen[name] = t
+        return hook
+
+    before = block.register_forward_hook(keep("h"))  # runs before the injection hook
+    try:
+        with ao.inject(model, vectors, positions, coefficient=1.5, grad=grad):
+            after = block.register_forward_hook(keep("steered"))
+            try:
+                logits = model(input_ids=ids).logits
+            finally:
+                after.remove()
+    finally:
+        before.remove()
+    (logits.float() ** 2).mean().backward()
+    return seen["h"].detach(), seen["h"].grad, seen["steered"].grad
+
+
+@pytest.mark.parametrize("grad", ["detached", "through_norm"])
+def test_injection_gradient_matches_formula(grad):
+    """The paper's reference detaches the added c ||h|| v/||v||: dL/dh = dL/dh'. through_norm adds the
+    derivative of the norm: dL/dh = g + c (u . g) h/||h||, u = v/||v||, g = dL/dh'."""
+    model = make_tiny_model("llama")
+    torch.manual_seed(3)
+    ids = torch.randint(10, 1000, (2, 6))
+    vectors = [torch.randn(2, 32), torch.randn(1, 32)]
+    positions = [[1, 3], [4]]
+    h, dh, g = _grads_around_injection(model, ids, vectors, positions, grad)
+    expected = g.clone()
+    if grad == "through_norm":
+        for b, (v, ps) in enumerate(zip(vectors, positions)):
+            for v_i, p in zip(v, ps):
+                u = v_i / v_i.norm()
+                expected[b, p] = g[b, p] + 1.5 * (u @ g[b, p]) * h[b, p] / h[b, p].norm()
+    assert g[0, 1].abs().sum() > 0
+    torch.testing.assert_close(dh, expected, rtol=1e-5, atol=1e-7)
+    if grad == "detached":
+        assert torch.equal(dh, g)  # identity, bit for bit
+
+
+def test_injection_gradient_modes_differ_and_bad_mode_is_named():
+    model = make_tiny_model("llama")
+    ids = torch.randint(10, 1000, (1, 6))
+    v = [torch.randn(1, 32)]
+    _, d_detached, _ = _grads_around_injection(model, ids, v, [[2]], "detached")
+    model.zero_grad()
+    _, d_norm, _ = _grads_around_injection(model, ids, v, [[2]], "through_norm")
+    assert not torch.allclose(d_detached[0, 2], d_norm[0, 2])
+    with pytest.raises(ValueError, match="grad='both'"):
+        with ao.inject(model, v, [[2]], grad="both"):
+            pass
+
+
 def test_hook_removed_after_exception():
     model = make_tiny_model("llama")
     block = ao.decoder_layers(model)[1]

@@ -45,12 +45,22 @@ def flatten_injection(vectors, positions) -> tuple[torch.Tensor, torch.Tensor, t
     return torch.tensor(rows), torch.tensor(cols), torch.cat([v.reshape(v.shape[0], -1) for v in vecs])
 
 
-def steer(hidden: torch.Tensor, rows, cols, vecs, coefficient: float = 1.0) -> torch.Tensor:
-    """h' = h + c * ||h|| * v / ||v|| at (rows, cols), in float32, returned as a new tensor."""
+INJECTION_GRADS = ("detached", "through_norm")
+
+
+def steer(hidden: torch.Tensor, rows, cols, vecs, coefficient: float = 1.0, *,
+          grad: str = "detached") -> torch.Tensor:
+    """h' = h + c * ||h|| * v / ||v|| at (rows, cols), in float32, returned as a new tensor.
+
+    grad="detached" (the paper's reference): the added vector is a constant for autograd, so
+    dh'/dh is the identity. grad="through_norm": the gradient also flows through ||h||."""
+    if grad not in INJECTION_GRADS:
+        raise ValueError(f"grad={grad!r}: use one of {', '.join(INJECTION_GRADS)}")
     h = hidden[rows, cols].float()
     v = vecs.float()
     unit = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    new = h + coefficient * h.norm(dim=-1, keepdim=True) * unit
+    added = coefficient * h.norm(dim=-1, keepdim=True) * unit
+    new = h + (added.detach() if grad == "detached" else added)
     return hidden.index_put((rows, cols), new.to(hidden.dtype))
 
 
@@ -62,12 +72,15 @@ def inject(
     *,
     hook_layer: int = 1,
     coefficient: float = 1.0,
+    grad: str = "detached",
 ):
     """While active, the output of decoder block `hook_layer` at each (row b, position p) becomes
     h + coefficient * ||h|| * v / ||v||. Only prefill passes are steered; cached decode steps
-    (one new token) pass through untouched."""
+    (one new token) pass through untouched. `grad`: see `steer`."""
     layers = decoder_layers(model)
     check_layer(len(layers), hook_layer, "hook_layer")
+    if grad not in INJECTION_GRADS:
+        raise ValueError(f"grad={grad!r}: use one of {', '.join(INJECTION_GRADS)}")
     rows, cols, vecs = flatten_injection(vectors, positions)
     d = hidden_size(model)
     if vecs.shape[-1] != d:
@@ -88,7 +101,7 @@ def inject(
         dev = hidden.device
         if dev not in cache:
             cache[dev] = (rows.to(dev), cols.to(dev), vecs.to(dev))
-        return _replace_hidden(output, steer(hidden, *cache[dev], coefficient))
+        return _replace_hidden(output, steer(hidden, *cache[dev], coefficient, grad=grad))
 
     handle = layers[hook_layer].register_forward_hook(hook)
     try:

@@ -113,6 +113,24 @@ def generate_answers(model, tokenizer, prompt_ids, placeholder_positions, vector
     return generate_steered(model, tokenizer, prompt_ids, placeholder_positions, vectors, **kwargs).texts
 
 
+def _steered_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors, *, keep: int, hook_layer: int,
+                    coefficient: float) -> torch.Tensor:
+    """[B, keep, V] float32 logits at the last `keep` positions of each steered (left-padded) prompt."""
+    ids, mask, steer = steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors,
+                                     hook_layer=hook_layer, coefficient=coefficient)
+    with steer:
+        return model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                     use_cache=False, logits_to_keep=keep).logits.float()
+
+
+@torch.no_grad()
+def next_token_logits(model, tokenizer, prompt_ids: list[list[int]], placeholder_positions: list[list[int]],
+                      vectors: list[torch.Tensor] | None, *, hook_layer: int = 1, coefficient: float = 1.0):
+    """[B, V] float32 logits of the first answer token of each steered prompt, from one forward."""
+    return _steered_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors, keep=1,
+                           hook_layer=hook_layer, coefficient=coefficient)[:, -1]
+
+
 def choice_token_ids(tokenizer, choices: tuple[str, ...]) -> list[int]:
     """The first token of each choice as the assistant would start its answer with it."""
     ids = [tokenizer.encode(c, add_special_tokens=False)[0] for c in choices]
@@ -181,23 +199,18 @@ def choice_probs(
     if method == "first_token" and not distinct:
         choice_token_ids(tokenizer, tuple(choices))  # raises, naming the shared first token
     n_c = len(choices)
+    steer = dict(hook_layer=hook_layer, coefficient=coefficient)
     if method == "first_token":
-        rows, pos, vecs, keep = prompt_ids, placeholder_positions, vectors, 1
+        first = next_token_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors, **steer).log_softmax(-1)
+        cids = torch.tensor(firsts, device=first.device)
+        scores = first[:, cids]
     else:
         rows = [list(p) + t for p in prompt_ids for t in toks]
         pos = [ps for ps in placeholder_positions for _ in toks]
         vecs = None if vectors is None else [v for v in vectors for _ in toks]
         keep = max(len(t) for t in toks) + 1
-    ids, mask, steer = steered_batch(model, tokenizer, rows, pos, vecs, hook_layer=hook_layer, coefficient=coefficient)
-    with steer:
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                       use_cache=False, logits_to_keep=keep).logits.float()
-    logp = logits.log_softmax(-1)  # [rows, keep, V]
-    cids = torch.tensor(firsts, device=logp.device)
-    if method == "first_token":
-        first = logp[:, -1]  # [B, V]
-        scores = first[:, cids]
-    else:
+        logp = _steered_logits(model, tokenizer, rows, pos, vecs, keep=keep, **steer).log_softmax(-1)
+        cids = torch.tensor(firsts, device=logp.device)
         # row (b, c) ends with choice c's m tokens: they are predicted from the m positions before them
         seq = torch.empty(len(rows), device=logp.device)
         for r in range(len(rows)):

@@ -46,12 +46,21 @@ QUESTIONS = {
               "Does this statement hold?", "Is this claim accurate?", "Is the statement above true?"],
     "sst2": {"positive": ["Is this a positive review?", "Is the sentiment here positive?", "Does the writer like it?",
                           "Is this text expressing a favourable opinion?", "Is the tone of this positive?",
-                          "Would you call this review positive?", "Is the author pleased?", "Is this praise?"],
+                          "Would you call this review positive?", "Is the author pleased?", "Is this praise?",
+                          "Is the sentiment of this text positive?", "Is this positive?",
+                          "Does this express a positive sentiment?", "Is the writer happy with it?"],
              "negative": ["Is this a negative review?", "Is the sentiment here negative?", "Does the writer dislike it?",
                           "Is this text expressing an unfavourable opinion?", "Is the tone of this negative?",
-                          "Would you call this review negative?", "Is the author displeased?", "Is this a complaint?"]},
+                          "Would you call this review negative?", "Is the author displeased?", "Is this a complaint?",
+                          "Is the sentiment of this text negative?", "Is this negative?",
+                          "Does this express a negative sentiment?", "Is the writer unhappy with it?"]},
     "md_gender": ["Is this sentence about a {} person?", "Is the person described here {}?", "Is the subject {}?",
                   "Does this text talk about someone {}?", "Is this about a {} individual?", "Is the main person {}?", "Is the text about someone {}?", "Would you say the person here is {}?", "Is a {} person the focus of this?"],
+    # Class-specific wording, so that "is it about a woman?" is asked as users ask it.
+    "md_gender_words": {"female": ["Is this text about a woman?", "Is this sentence about a woman or a girl?",
+                                   "Is the person in this text a woman?", "Is this about a woman?"],
+                        "male": ["Is this text about a man?", "Is this sentence about a man or a boy?",
+                                 "Is the person in this text a man?", "Is this about a man?"]},
     "snli": ["Does the second sentence follow from the first?", "Is the second sentence consistent with the first?",
              "Do these two sentences agree?", "Is the second statement implied by the first?",
              "Does the first sentence support the second?", "Is this follow-up logically consistent?", "Can the second sentence be true if the first is?", "Does the second sentence agree with the first?", "Is the second claim supported by the first?"],
@@ -81,12 +90,24 @@ class TaskData:
     origin: str = ""
 
 
-def _templates(spec, classes: list[str]) -> dict[str, list[str]]:
+# Other words for a class name in "{}" templates ("Does this text mention {}?"), as users would say them.
+CLASS_WORDS = {"a geographical location": ["a geographical location", "a place", "a location"],
+               "an organization": ["an organization", "a company or organization"],
+               "a time or date": ["a time or date", "a date or time", "a time"],
+               "a person": ["a person", "a person's name", "a named person"]}
+
+
+def _templates(spec, classes: list[str], extra: dict | None = None) -> dict[str, list[str]]:
     if isinstance(spec, dict):
-        return {c: list(spec[c]) for c in classes if c in spec}
-    if any("{}" in t for t in spec):
-        return {c: [t.format(c) for t in spec] for c in classes}
-    return {"true": list(spec)}
+        out = {c: list(spec[c]) for c in classes if c in spec}
+    elif any("{}" in t for t in spec):
+        out = {c: [t.format(w) for t in spec for w in CLASS_WORDS.get(c, [c])] for c in classes}
+    else:
+        out = {"true": list(spec)}
+    for c, qs in (extra or {}).items():
+        if c in out:
+            out[c] += [q for q in qs if q not in out[c]]
+    return out
 
 
 def _bool_items(pairs) -> list[Item]:
@@ -284,7 +305,7 @@ def load_task(name: str, source: str | Path, seed: int = 0) -> TaskData:
     classes = sorted(set().union(*(ys for _, ys in uniq)) | ({"true"} if _is_truth(spec) else set()))
     if isinstance(spec, dict):
         classes = sorted(set(classes) | set(spec))
-    templates = _templates(spec, classes)
+    templates = _templates(spec, classes, QUESTIONS.get(f"{name}_words"))
     if not templates:
         raise DataError(f"task {name!r}: question templates match none of the classes {classes}")
     return TaskData(name, uniq, templates, origin=str(source))
@@ -325,14 +346,21 @@ class VariantSpec:
     max_offset: int = 5
     min_window: int = 1
     max_window: int = 1
+    full: bool = False  # every token of the read prompt instead of a window
 
 
+CLS_VARIANTS = ("single", "multi", "full")
 SINGLE = VariantSpec(questions_per_context=2)
 MULTI = VariantSpec(questions_per_context=1, min_window=1, max_window=50)
+# What `Oracle.ask(text, q)` reads by default: the whole chat-rendered prompt, template tokens included.
+FULL = VariantSpec(questions_per_context=1, full=True)
 
 
-def draw_window(rng, first: int, last: int, v: VariantSpec) -> np.ndarray:
-    """K contiguous positions ending `offset` tokens before the end of the content (offset 1 = last)."""
+def draw_window(rng, first: int, last: int, v: VariantSpec, length: int = 0) -> np.ndarray:
+    """K contiguous positions ending `offset` tokens before the end of the content (offset 1 = last);
+    for a `full` variant, all `length` positions of the read prompt."""
+    if v.full:
+        return np.arange(length, dtype=np.int32)
     off = int(rng.integers(v.min_offset, v.max_offset + 1))
     end = max(first, last - (off - 1))
     k = int(rng.integers(v.min_window, v.max_window + 1))
@@ -352,6 +380,7 @@ class ClassificationPlan:
     seed: int
     test_contexts: int = 0
     train_contexts: int = 0
+    yes_no_prefix: float = 1.0  # share of questions that start with YES_NO_PREFIX
     _pool: list = field(default_factory=list, repr=False)
 
     def contexts_needed(self, split: str) -> int:
@@ -362,17 +391,22 @@ class ClassificationPlan:
         return n
 
 
-def plan_task(task: TaskData, *, layers, train_count, test_count, single_ratio, eval_only,
-              allow_recycle, seed, variants=None) -> ClassificationPlan:
-    variants = variants or {"single": SINGLE, "multi": MULTI}
-    counts = {}
-    for split, n in (("train", 0 if eval_only else train_count), ("test", test_count)):
-        if split == "train":
-            n_single = round(n * single_ratio)
-            counts[(split, "single")], counts[(split, "multi")] = n_single, n - n_single
-        else:  # held-out test sets per variant, each of test_count examples
-            counts[(split, "single")] = counts[(split, "multi")] = n
-    plan = ClassificationPlan(task, list(layers), counts, variants, allow_recycle, seed)
+def split_count(n: int, shares: dict[str, float]) -> dict[str, int]:
+    """n split by shares, rounded so that the parts add up to n exactly (largest remainders first)."""
+    raw = {k: n * s for k, s in shares.items()}
+    out = {k: int(math.floor(v)) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: out[k] - raw[k])[: n - sum(out.values())]:
+        out[k] += 1
+    return out
+
+
+def plan_task(task: TaskData, *, layers, train_count, test_count, shares, eval_only,
+              allow_recycle, seed, variants=None, yes_no_prefix: float = 1.0) -> ClassificationPlan:
+    """`shares`: train share per variant name; every variant named gets `test_count` test examples."""
+    variants = variants or {"single": SINGLE, "multi": MULTI, "full": FULL}
+    counts = {("train", v): c for v, c in split_count(0 if eval_only else train_count, shares).items()}
+    counts.update({("test", v): test_count for v in shares})  # held-out sets per variant
+    plan = ClassificationPlan(task, list(layers), counts, variants, allow_recycle, seed, yes_no_prefix=yes_no_prefix)
     n_items = len(task.items)
     need_test = plan.contexts_needed("test")
     if eval_only:
@@ -396,7 +430,7 @@ def plan_task(task: TaskData, *, layers, train_count, test_count, single_ratio, 
     return plan
 
 
-def _ask(rng, templates: dict[str, list[str]], ys: frozenset) -> tuple[str, str, str]:
+def _ask(rng, templates: dict[str, list[str]], ys: frozenset, prefix_share: float = 1.0) -> tuple[str, str, str]:
     classes = list(templates)
     yes = [c for c in classes if c in ys]
     no = [c for c in classes if c not in ys]
@@ -405,7 +439,11 @@ def _ask(rng, templates: dict[str, list[str]], ys: frozenset) -> tuple[str, str,
     pool = yes if pick_yes else no
     c = pool[int(rng.integers(len(pool)))]
     tl = templates[c]
-    return YES_NO_PREFIX + tl[int(rng.integers(len(tl)))], "Yes" if pick_yes else "No", c
+    q = tl[int(rng.integers(len(tl)))]
+    # Users ask "Is it positive?" without the format instruction: some questions go without it.
+    if prefix_share >= 1 or rng.random() < prefix_share:
+        q = YES_NO_PREFIX + q
+    return q, "Yes" if pick_yes else "No", c
 
 
 def task_rows(plan: ClassificationPlan, renderer, split: str) -> Iterator[Row]:
@@ -432,6 +470,7 @@ def task_rows(plan: ClassificationPlan, renderer, split: str) -> Iterator[Row]:
                     for _ in range(v.questions_per_context):
                         if emitted == count:
                             break
-                        q, a, c = _ask(rng, plan.task.templates, ys)
-                        yield Row("classification", name, q, ids, draw_window(rng, first, last, v), layer, a, vname, c)
+                        q, a, c = _ask(rng, plan.task.templates, ys, plan.yes_no_prefix)
+                        pos = draw_window(rng, first, last, v, len(ids))
+                        yield Row("classification", name, q, ids, pos, layer, a, vname, c)
                         emitted += 1

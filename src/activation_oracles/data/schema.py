@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 TASKS = ("spqa", "classification", "context_prediction")
-VARIANTS = ("single", "multi", "all", "window", "past", "future")
+VARIANTS = ("single", "multi", "full", "all", "window", "past", "future")
 SPLITS = ("train", "test")
 
 # Order of the columns on disk; the trainer reads them by name.

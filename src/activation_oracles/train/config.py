@@ -87,6 +87,9 @@ class TrainSettings:
     seed: int = 0
     hook_layer: int = 1
     coefficient: float = 1.0
+    # detached: the paper's injection, gradient through h only (the added ||h|| v/||v|| is a constant);
+    # through_norm: the gradient also flows through ||h|| (this project's behaviour before the change).
+    injection_grad: str = "detached"
     autocast: str | None = None  # None | bf16 (bf16 autocast of the forward passes, CPU or GPU)
     distributed: str = "ddp"  # ddp | fsdp (only used with more than one process)
 
@@ -291,6 +294,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("train.hook_layer", f"must be a non-negative integer, got {t.hook_layer!r}")
     if not _num(t.coefficient):
         raise ConfigError("train.coefficient", f"must be a number, got {t.coefficient!r}")
+    if t.injection_grad not in ("detached", "through_norm"):
+        raise ConfigError("train.injection_grad", f"{t.injection_grad!r} is not one of detached, through_norm")
     if t.autocast not in (None, "bf16"):
         raise ConfigError("train.autocast", f"{t.autocast!r} is not one of bf16 or null")
     if t.distributed not in ("ddp", "fsdp"):

@@ -236,7 +236,7 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     if ckpt_dir is not None:
         start = _load_checkpoint(ckpt_dir, model, opt, sched, stream, rank)
     objective = OracleObjective(model, hook_layer=cfg.train.hook_layer, coefficient=cfg.train.coefficient,
-                                autocast=cfg.train.autocast)
+                                autocast=cfg.train.autocast, injection_grad=cfg.train.injection_grad)
     objective, opt = acc.prepare(objective, opt)
     raw_objective = acc.unwrap_model(objective)
     fsdp = world > 1 and cfg.train.distributed == "fsdp"

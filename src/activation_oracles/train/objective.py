@@ -55,19 +55,21 @@ class OracleObjective(nn.Module):
     """forward(**batch tensors) -> (per-token cross-entropy [N], batch row of each token [N])."""
 
     def __init__(self, model: nn.Module, *, hook_layer: int = 1, coefficient: float = 1.0,
-                 autocast: str | None = None):
+                 autocast: str | None = None, injection_grad: str = "detached"):
         super().__init__()
         self.model = model
         self.hook_layer = hook_layer
         self.coefficient = coefficient
         self.autocast = autocast
+        self.injection_grad = injection_grad
 
     def forward(self, ctx_ids, ctx_mask, input_ids, attention_mask, labels, src, layers, inject_positions):
         acts = collect_groups(self.model, ctx_ids, ctx_mask, layers, autocast=self.autocast)
         vectors = gather_vectors(acts, src)
         base = unwrap(self.model)
         head = base.get_output_embeddings()
-        with inject(self.model, vectors, inject_positions, hook_layer=self.hook_layer, coefficient=self.coefficient):
+        with inject(self.model, vectors, inject_positions, hook_layer=self.hook_layer, coefficient=self.coefficient,
+                    grad=self.injection_grad):
             with autocast_ctx(self.autocast, input_ids.device):
                 out = backbone_of(self.model)(input_ids=input_ids, attention_mask=attention_mask,
                                               position_ids=position_ids_from_mask(attention_mask), use_cache=False)
