@@ -16,6 +16,12 @@ def oracle(smol):
     return ao.Oracle(model, tok)
 
 
+@pytest.fixture(scope="module")
+def tiny_oracle(smol_tokenizer):
+    """A 4-block random model with SmolLM2's tokenizer: for mechanics that do not need a real model."""
+    return ao.Oracle(make_tiny_model("llama", seed=5), smol_tokenizer)
+
+
 def _count_generate(oracle, monkeypatch):
     calls = []
     real = oracle.model.generate
@@ -177,8 +183,9 @@ def _record(monkeypatch, oracle):
     return seen
 
 
-def test_controls_change_only_the_injection(oracle, monkeypatch):
-    kw = dict(positions=[1, 4, -1], mode="tokens", max_new_tokens=3)
+def test_controls_change_only_the_injection(tiny_oracle, monkeypatch):
+    oracle = tiny_oracle
+    kw = dict(positions=[1, 4, -1], mode="tokens", max_new_tokens=3, layer=2)
     runs = {}
     for control in (None, "no_injection", "unrelated"):
         seen = _record(monkeypatch, oracle)
@@ -196,8 +203,8 @@ def test_controls_change_only_the_injection(oracle, monkeypatch):
     ids = ao.prompt.chat_ids(oracle.tokenizer, [{"role": "user", "content": CTX}], add_generation_prompt=True)
     neutral = ao.prompt.chat_ids(oracle.tokenizer, [{"role": "user", "content": NEUTRAL_TEXT}],
                                  add_generation_prompt=True)
-    own = ao.collect_activations(oracle.model, torch.tensor([ids]), layers=[15])[15][0]
-    other = ao.collect_activations(oracle.model, torch.tensor([neutral]), layers=[15])[15][0]
+    own = ao.collect_activations(oracle.model, torch.tensor([ids]), layers=[2])[2][0]
+    other = ao.collect_activations(oracle.model, torch.tensor([neutral]), layers=[2])[2][0]
     n = len(ids)
     picked = [1, 4, n - 1]
     assert all(r["positions"] == [[p] for p in picked] for r in runs.values())
@@ -214,7 +221,8 @@ def test_map_positions_first_to_first_last_to_last():
     assert map_positions([3, 4], 5, 5) == [3, 4]  # same length: the same positions
 
 
-def test_user_unrelated_context_and_control_errors(oracle):
+def test_user_unrelated_context_and_control_errors(tiny_oracle):
+    oracle = tiny_oracle
     (a,) = oracle.ask(CTX, "Q?", positions="last", control="unrelated", unrelated_context="Grey clouds today.",
                       max_new_tokens=2)
     assert a.control == "unrelated"
@@ -236,9 +244,10 @@ def test_adapter_disabled_is_the_untrained_oracle(tiny_dir):
     assert oracle.ask("hello there", "Q?", **kw)[0].text == trained  # back on after the block
 
 
-def test_many_contexts_run_in_several_forwards(oracle, monkeypatch):
+def test_many_contexts_run_in_several_forwards(tiny_oracle, monkeypatch):
     import activation_oracles.oracle as oracle_mod
 
+    oracle = tiny_oracle
     forwards, real = [], oracle_mod.collect_activations
 
     def counting(model, ids, *a, **k):

@@ -5,7 +5,7 @@ import torch
 from conftest import make_tiny_model
 
 import activation_oracles as ao
-from activation_oracles.oracle import agree, normalize_answer
+from activation_oracles.agreement import agree, normalize_answer
 from activation_oracles.steering import choice_probs
 
 CTX = "The movie was wonderful and I loved every minute of it."
@@ -23,10 +23,10 @@ def tiny_oracle(smol_tokenizer):
 
 
 def test_probs_sum_to_one_and_agree_with_greedy(oracle):
-    kw = dict(positions=slice(-12, None), mode="tokens")
+    kw = dict(positions=slice(-8, None), mode="tokens")
     scored = oracle.score(CTX, Q, **kw)
     greedy = oracle.ask(CTX, Q, max_new_tokens=1, **kw)
-    assert len(scored) == len(greedy) == 12
+    assert len(scored) == len(greedy) == 8
     formatted = 0
     for s, g in zip(scored, greedy):
         assert set(s.probs) == {"Yes", "No"} and abs(sum(s.probs.values()) - 1) < 1e-5
@@ -34,13 +34,13 @@ def test_probs_sum_to_one_and_agree_with_greedy(oracle):
         if g.text in ("Yes", "No"):  # greedy itself started with a choice: the argmax is that choice
             formatted += 1
             assert s.text == g.text
-    assert formatted >= 6, [g.text for g in greedy]
+    assert formatted >= 4, [g.text for g in greedy]
 
 
-def test_batched_score_equals_one_query_at_a_time(oracle):
-    together = oracle.score(CTX, Q, positions=[2, 5, -1], mode="tokens", batch_size=2)
+def test_batched_score_equals_one_query_at_a_time(tiny_oracle):
+    together = tiny_oracle.score(CTX, Q, positions=[2, 5, -1], mode="tokens", batch_size=2)
     for a, p in zip(together, (2, 5, -1)):
-        (alone,) = oracle.score(CTX, Q, positions=p)
+        (alone,) = tiny_oracle.score(CTX, Q, positions=p)
         for c in ("Yes", "No"):
             assert abs(a.probs[c] - alone.probs[c]) < 1e-4
 
@@ -111,7 +111,8 @@ def test_logprobs_are_the_model_log_probabilities_of_the_answer(tiny_oracle):
     assert all(abs(float(lp[n - 1 + j].max()) - x) < 1e-4 for j, x in enumerate(a.token_logprobs))  # greedy
 
 
-def test_agreement_of_sampled_answers(oracle):
+def test_agreement_of_sampled_answers(tiny_oracle):
+    oracle = tiny_oracle
     torch.manual_seed(0)
     answers = oracle.ask(CTX, Q, positions="last", do_sample=True, temperature=1.5, num_samples=8,
                          max_new_tokens=2)

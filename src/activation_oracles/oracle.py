@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import string
-import unicodedata
-from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from .agreement import agree, normalize_answer
 from .hooks import collect_activations
 from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, model_device, num_layers
 from .oracle_config import read_ao_config
 from .prompt import chat_ids, format_oracle_prompt
+from .registry import resolve_adapter
 from .steering import choice_probs, generate_steered, left_pad
 
 MODES = ("full", "tokens", "segment")
@@ -35,7 +34,7 @@ class OracleAnswer:
     question: str
     context_index: int
     positions: list[int]
-    layer: int
+    layer: int  # the source layer (the first one of a multi-layer query)
     mode: str = "full"
     sample_index: int = 0
     control: str | None = None  # None: the context's activations; "no_injection" | "unrelated": a control
@@ -45,6 +44,7 @@ class OracleAnswer:
     tokens: list[str] | None = None  # return_logprobs: the answer's tokens
     token_logprobs: list[float] | None = None  # return_logprobs: one per token
     agreement: float | None = None  # num_samples > 1: share of the query's samples that match this answer
+    layers: list[int] | None = None  # all source layers, in prompt order ([layer] for a single-layer query)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,13 +86,6 @@ def _is_single_context(x) -> bool:
     if isinstance(x, str) or _is_messages(x) or _is_token_ids(x):
         return True
     return isinstance(x, torch.Tensor) and x.dim() == 2
-
-
-def normalize_answer(text: str) -> str:
-    """The default matcher of sampled answers: case, punctuation and spacing do not count."""
-    text = "".join(" " if unicodedata.category(ch).startswith("P") or ch in string.punctuation else ch
-                   for ch in text.lower())
-    return " ".join(text.split())
 
 
 def map_positions(positions: list[int], length: int, other_length: int) -> list[int]:
@@ -147,6 +140,12 @@ class Oracle:
 
     @classmethod
     def from_pretrained(cls, base: str = DEFAULT_MODEL, adapter: str | None = None, *, hook_layer=None, **load_kwargs):
+        """Load `base` (see `load_model`: dtype, device, quantization, and for models larger than one GPU
+        device_map="auto" with max_memory={...}) and the oracle LoRA `adapter`: a directory, a hub id,
+        "published" (the authors' oracle for this base model, see `registry.PUBLISHED`) or None (the
+        untrained, Patchscopes-style oracle). The adapter's ao_config.json (or the reference's config
+        files) sets the hook layer and, for a multi-layer oracle, the source layers."""
+        adapter = resolve_adapter(base, adapter)
         model, tok = load_model(base, **load_kwargs)
         config = read_ao_config(adapter)
         if adapter is not None:
@@ -268,7 +267,8 @@ class Oracle:
         question,
         *,
         layer: int | None = None,
-        layer_percent: float = 50,
+        layers: list[int] | None = None,
+        layer_percent: float | None = None,
         positions="all",
         target_adapter: str | None = None,
         source: str = "orig",
@@ -278,7 +278,7 @@ class Oracle:
         num_samples: int = 1,
         mode: str = "full",
         raw: bool = False,
-        coefficient: float = 1.0,
+        coefficient: float | None = None,
         batch_size: int = 64,
         control: str | None = None,
         unrelated_context=None,
@@ -286,7 +286,12 @@ class Oracle:
         matcher: Callable[[str], Hashable] | None = None,
         group_samples: bool = False,
     ) -> list[OracleAnswer]:
-        """Ask `question` about the activations of `context` at `layer`; one answer per query, in order.
+        """Ask `question` about the activations of `context`; one answer per query, in order.
+
+        Source layer: `layer` (a block index), `layer_percent` (of the depth), or `layers=[l1, l2, ...]`
+        for a multi-layer oracle (one "Layer: l" block of placeholders per layer, the same positions read
+        at each); by default the layers the adapter's ao_config.json names for a multi-layer oracle, else
+        50 % of the depth.
 
         `control="no_injection"` answers the same prompts with nothing injected; `control="unrelated"`
         injects the activations of `unrelated_context` (default `NEUTRAL_TEXT`) at the positions that
@@ -299,16 +304,17 @@ class Oracle:
             raise ValueError(f"num_samples={num_samples} must be at least 1")
         if num_samples > 1 and not do_sample:
             raise ValueError("num_samples > 1 needs do_sample=True (greedy answers would be identical)")
-        layer, queries = self._prepare(context, question, layer=layer, layer_percent=layer_percent,
+        coefficient = self._coefficient(coefficient)
+        layers, queries = self._prepare(context, question, layer=layer, layers=layers, layer_percent=layer_percent,
                                        positions=positions, target_adapter=target_adapter, source=source,
                                        num_samples=num_samples, mode=mode, raw=raw, batch_size=batch_size,
                                        control=control, unrelated_context=unrelated_context)
         answers = []
         for start in range(0, len(queries), batch_size):
             chunk = queries[start : start + batch_size]
-            gen = self._generate(chunk, layer, max_new_tokens, do_sample, temperature, coefficient, return_logprobs)
+            gen = self._generate(chunk, layers, max_new_tokens, do_sample, temperature, coefficient, return_logprobs)
             for i, (q, text) in enumerate(zip(chunk, gen.texts)):
-                a = self._answer(q, text, layer, mode, control)
+                a = self._answer(q, text, layers, mode, control)
                 if return_logprobs:
                     a.tokens = [self.tokenizer.decode([t]) for t in gen.token_ids[i]]
                     a.token_logprobs = gen.token_logprobs[i]
@@ -325,13 +331,14 @@ class Oracle:
         choices=("Yes", "No"),
         *,
         layer: int | None = None,
-        layer_percent: float = 50,
+        layers: list[int] | None = None,
+        layer_percent: float | None = None,
         positions="all",
         target_adapter: str | None = None,
         source: str = "orig",
         mode: str = "full",
         raw: bool = False,
-        coefficient: float = 1.0,
+        coefficient: float | None = None,
         batch_size: int = 64,
         control: str | None = None,
         unrelated_context=None,
@@ -341,32 +348,54 @@ class Oracle:
         `ask`): `probs` maps each choice to its probability, `text` is the most probable one.
         `method`: see `steering.choice_probs` (first tokens when they differ, else whole sequences)."""
         choices = tuple(choices)
-        layer, queries = self._prepare(context, question, layer=layer, layer_percent=layer_percent,
+        coefficient = self._coefficient(coefficient)
+        layers, queries = self._prepare(context, question, layer=layer, layers=layers, layer_percent=layer_percent,
                                        positions=positions, target_adapter=target_adapter, source=source,
                                        num_samples=1, mode=mode, raw=raw, batch_size=batch_size,
                                        control=control, unrelated_context=unrelated_context)
         answers = []
         for start in range(0, len(queries), batch_size):
             chunk = queries[start : start + batch_size]
-            prompts = self._prompts(chunk, layer)
+            prompts = self._prompts(chunk, layers)
             with self._oracle_weights():
                 s = choice_probs(self.model, self.tokenizer, [p.input_ids for p in prompts],
                                  [p.positions for p in prompts], _vectors(chunk), choices=choices,
                                  hook_layer=self.hook_layer, coefficient=coefficient, method=method)
             for q, row, mass in zip(chunk, s.probs.tolist(), s.mass.tolist()):
-                a = self._answer(q, choices[max(range(len(row)), key=row.__getitem__)], layer, mode, control)
+                a = self._answer(q, choices[max(range(len(row)), key=row.__getitem__)], layers, mode, control)
                 a.probs, a.choice_mass = dict(zip(choices, row)), mass
                 answers.append(a)
         return answers
 
-    @staticmethod
-    def _answer(q: _Query, text: str, layer: int, mode: str, control) -> OracleAnswer:
-        return OracleAnswer(text=text, question=q.question, context_index=q.context_index, positions=q.positions,
-                            layer=layer, mode=mode, sample_index=q.sample_index, control=control)
+    def _coefficient(self, coefficient: float | None) -> float:
+        """The injection scale: as given, else the adapter's training value (ao_config.json), else 1."""
+        return float(self.config.get("coefficient", 1.0)) if coefficient is None else float(coefficient)
 
-    def _prepare(self, context, question, *, layer, layer_percent, positions, target_adapter, source, num_samples,
-                 mode, raw, batch_size, control, unrelated_context) -> tuple[int, list[_Query]]:
-        """Check the arguments, read the contexts and return (layer, queries with their vectors)."""
+    @staticmethod
+    def _answer(q: _Query, text: str, layers: list[int], mode: str, control) -> OracleAnswer:
+        return OracleAnswer(text=text, question=q.question, context_index=q.context_index, positions=q.positions,
+                            layer=layers[0], mode=mode, sample_index=q.sample_index, control=control,
+                            layers=list(layers))
+
+    def _source_layers(self, layer, layers, layer_percent) -> list[int]:
+        """`layers` or `layer` (a block index, which overrides `layer_percent`); else the adapter's layers
+        for a multi-layer oracle; else `layer_percent` (default 50) of the depth."""
+        if layers is not None and layer is not None:
+            raise ValueError("give layer= (one source layer) or layers=[...] (several), not both")
+        if layers is not None:
+            out = [check_layer(self.model, x, "layers") for x in layers]
+            if not out or len(set(out)) != len(out):
+                raise ValueError(f"layers={list(layers)!r}: give distinct block indices")
+            return out
+        if layer is not None:
+            return [check_layer(self.model, layer)]
+        if layer_percent is None and self.config.get("multi_layer"):
+            return [check_layer(self.model, int(x), "layers (from the adapter's config)") for x in self.config["layers"]]
+        return [layer_from_percent(self.model, 50 if layer_percent is None else layer_percent)]
+
+    def _prepare(self, context, question, *, layer, layers, layer_percent, positions, target_adapter, source,
+                 num_samples, mode, raw, batch_size, control, unrelated_context) -> tuple[list[int], list[_Query]]:
+        """Check the arguments, read the contexts and return (source layers, queries with their vectors)."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
         if source not in SOURCES:
@@ -379,29 +408,37 @@ class Oracle:
             raise ValueError("unrelated_context is only read with control='unrelated'")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-        layer = check_layer(self.model, layer) if layer is not None else layer_from_percent(self.model, layer_percent)
+        layers = self._source_layers(layer, layers, layer_percent)
 
         raw_contexts = [context] if _is_single_context(context) else list(context)
         if not raw_contexts:
             raise ValueError("context is an empty list")
         contexts = [self._tokenize_context(c, raw) for c in raw_contexts]
+        if len(layers) > 1 and any(c.vectors is not None for c in contexts):
+            raise ValueError("a [L, D] tensor of vectors holds one layer; with layers=[...] pass text or token ids")
         pairs = self._pair_questions(len(contexts), question)
         if target_adapter is not None:
             self.load_target_adapter(target_adapter)
 
         queries = self._queries(contexts, pairs, positions, mode, num_samples)
         if control == "no_injection":
-            return layer, queries
+            return layers, queries
+
+        def pick(acts: dict[int, torch.Tensor], positions: list[int]) -> torch.Tensor:
+            return torch.cat([acts[x][positions] for x in layers])  # layer-major, as the prompt's blocks
+
         if control == "unrelated":
             neutral = self._tokenize_context(NEUTRAL_TEXT if unrelated_context is None else unrelated_context, raw)
-            src = self._collect([neutral], [layer], source, target_adapter, batch_size)[0][layer]
+            if len(layers) > 1 and neutral.vectors is not None:
+                raise ValueError("unrelated_context vectors hold one layer; with layers=[...] pass text or token ids")
+            src = self._collect([neutral], layers, source, target_adapter, batch_size)[0]
             for q in queries:
-                q.vectors = src[map_positions(q.positions, contexts[q.context_index].length, neutral.length)]
-            return layer, queries
-        acts = self._collect(contexts, [layer], source, target_adapter, batch_size)
+                q.vectors = pick(src, map_positions(q.positions, contexts[q.context_index].length, neutral.length))
+            return layers, queries
+        acts = self._collect(contexts, layers, source, target_adapter, batch_size)
         for q in queries:
-            q.vectors = acts[q.context_index][layer][q.positions]
-        return layer, queries
+            q.vectors = pick(acts[q.context_index], q.positions)
+        return layers, queries
 
     @staticmethod
     def _pair_questions(n_contexts: int, question) -> list[tuple[int, str]]:
@@ -434,12 +471,12 @@ class Oracle:
                 out += [_Query(ci, q, g, s) for s in range(num_samples)]
         return out
 
-    def _prompts(self, queries, layer):
-        return [format_oracle_prompt(self.tokenizer, layer=layer, num_positions=len(q.positions),
+    def _prompts(self, queries, layers):
+        return [format_oracle_prompt(self.tokenizer, layers=layers, num_positions=len(q.positions),
                                      question=q.question) for q in queries]
 
-    def _generate(self, queries, layer, max_new_tokens, do_sample, temperature, coefficient, return_logprobs):
-        prompts = self._prompts(queries, layer)
+    def _generate(self, queries, layers, max_new_tokens, do_sample, temperature, coefficient, return_logprobs):
+        prompts = self._prompts(queries, layers)
         with self._oracle_weights():
             return generate_steered(
                 self.model, self.tokenizer, [p.input_ids for p in prompts], [p.positions for p in prompts],
@@ -456,23 +493,3 @@ class Oracle:
 def _vectors(queries: list[_Query]):
     """The queries' vectors, or None when none are injected (the no-injection control)."""
     return None if queries[0].vectors is None else [q.vectors for q in queries]
-
-
-def agree(answers: list[OracleAnswer], num_samples: int, matcher, *, group: bool = False) -> list[OracleAnswer]:
-    """Fill `agreement` for runs of `num_samples` consecutive samples of one query: the share of the run
-    whose `matcher(text)` equals this answer's. `group=True` keeps one answer per distinct key per query
-    (its first sample), most agreed first."""
-    out = []
-    for start in range(0, len(answers), num_samples):
-        run = answers[start : start + num_samples]
-        keys = [matcher(a.text) for a in run]
-        counts = Counter(keys)
-        for a, k in zip(run, keys):
-            a.agreement = counts[k] / len(run)
-        if group:
-            first = {}
-            for a, k in zip(run, keys):
-                first.setdefault(k, a)
-            run = sorted(first.values(), key=lambda a: -a.agreement)  # stable: ties keep sample order
-        out += run
-    return out
