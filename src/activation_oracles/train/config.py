@@ -37,18 +37,21 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: str | None = None  # a DatasetDict saved with save_to_disk (splits train/test); None: built-in mixture
+    path: str | None = None  # a DatasetDict saved with save_to_disk (splits train/test); None: build `mixture`
+    # What to build (and cache) when path is null: "builtin" (the offline demo mixture), "paper" (the paper's
+    # 1M-example mixture from the local sources its YAML names) or a mixture YAML file.
+    mixture: str = "builtin"
     train_split: str = "train"
     eval_split: str = "test"
     layer_percents: list[float] = field(default_factory=lambda: [25.0, 50.0, 75.0])
     max_length_percentile: float = 99.9  # drop training examples longer than this percentile
     max_train_examples: int | None = None  # take the first N rows (after the split) when set
-    builtin_scale: float = 1.0  # size of the built-in mixture (data.path null) relative to the data module default
+    builtin_scale: float = 1.0  # size of the built-in mixture (data.mixture builtin) relative to the data module default
     # Relative share of each task family ("classification", "spqa", "context_prediction") in the rows
     # trained on; families left out are dropped. Empty: the mixture as built.
     task_weights: dict[str, float] = field(default_factory=dict)
-    # Settings of the built-in mixture (data.path null) that differ from its defaults, in the shape of a
-    # mixture YAML, e.g. {classification: {ask_classes: {sst2: [positive]}}}.
+    # Settings of the mixture built when data.path is null that differ from data.mixture's, in the shape of
+    # a mixture YAML, e.g. {classification: {ask_classes: {sst2: [positive]}}}.
     builtin_mixture: dict[str, Any] = field(default_factory=dict)
     # Warm-up stages before the whole data, in order: each trains `steps` optimiser steps on the rows whose
     # columns match `where` (all of them), e.g. [{steps: 150, where: {variant: [multi]}}].
@@ -229,6 +232,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("model.quantization", f"{m.quantization!r} is not one of 8bit, 4bit or null")
     if dc.path is not None and not isinstance(dc.path, str):
         raise ConfigError("data.path", "must be a directory path or null")
+    if not isinstance(dc.mixture, str) or not (dc.mixture in ("builtin", "paper") or dc.mixture.endswith((".yaml", ".yml"))):
+        raise ConfigError("data.mixture", f"must be builtin, paper or a mixture YAML file, got {dc.mixture!r}")
     if not isinstance(dc.layer_percents, list) or not dc.layer_percents or not all(
         _num(p) and 0 <= p <= 100 for p in dc.layer_percents
     ):

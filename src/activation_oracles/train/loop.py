@@ -32,7 +32,7 @@ from .checkpoint import (
     CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state, verify,
 )
 from .config import ConfigError, TrainConfig, load_config
-from .dataset import build_builtin_mixture, open_split, open_train_data, resolve_data_dir
+from .dataset import build_configured_mixture, check_data_tokenizer, open_split, open_train_data, resolve_data_dir
 from .objective import OracleObjective, batch_kwargs
 
 TASKS = ("spqa", "classification", "context_prediction")
@@ -201,9 +201,10 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     cfg, run_dir, ckpt_dir, data_dir = prepare(config, data=data, out=out, resume=resume, overrides=overrides)
     acc = _make_accelerator(cfg)
     world, rank = acc.num_processes, acc.process_index
-    if data_dir is None:  # the built-in mixture: rank 0 builds (or reuses) it, the others then read it
+    if data_dir is None:  # data.mixture: rank 0 builds (or reuses) it, the others then read it
         with acc.main_process_first():
-            data_dir = build_builtin_mixture(cfg, progress=acc.is_main_process and cfg.output.progress)
+            data_dir = build_configured_mixture(cfg, progress=acc.is_main_process and cfg.output.progress)
+    check_data_tokenizer(cfg, data_dir)  # before the model: token ids of another tokenizer mean other tokens
     tdata = open_train_data(cfg, data_dir)  # checks the batch size against the data, before any model
     eval_ds = open_split(data_dir, cfg.data.eval_split, "data.eval_split")
 
