@@ -33,6 +33,9 @@ class ModelConfig:
     quantization: str | None = None  # None | 8bit | 4bit (bitsandbytes, GPU only)
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    # eager | sdpa | flash_attention_2; null: the family's (eager where attention is soft-capped, as in
+    # Gemma-2; flash-attention 2 on a GPU that has it; else SDPA)
+    attn_implementation: str | None = None
 
 
 @dataclass
@@ -230,6 +233,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("model.dtype", f"{m.dtype!r} is not one of float32, bfloat16, float16 or null")
     if m.quantization not in (None, "8bit", "4bit"):
         raise ConfigError("model.quantization", f"{m.quantization!r} is not one of 8bit, 4bit or null")
+    if m.attn_implementation not in (None, "eager", "sdpa", "flash_attention_2"):
+        raise ConfigError("model.attn_implementation", f"{m.attn_implementation!r} is not one of eager, sdpa, "
+                                                       "flash_attention_2 or null")
     if dc.path is not None and not isinstance(dc.path, str):
         raise ConfigError("data.path", "must be a directory path or null")
     if not isinstance(dc.mixture, str) or not (dc.mixture in ("builtin", "paper") or dc.mixture.endswith((".yaml", ".yml"))):

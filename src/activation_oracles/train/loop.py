@@ -135,7 +135,8 @@ def _build_model(cfg: TrainConfig, device: str):
 
     model, tok = load_model(cfg.model.spec, dtype=cfg.model.dtype, device=device,
                             quantization=cfg.model.quantization, revision=cfg.model.revision,
-                            trust_remote_code=cfg.model.trust_remote_code)
+                            trust_remote_code=cfg.model.trust_remote_code,
+                            attn_implementation=cfg.model.attn_implementation)
     if cfg.model.quantization:
         from peft import prepare_model_for_kbit_training
 
