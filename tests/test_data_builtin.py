@@ -76,7 +76,7 @@ def test_classification_offsets_and_balance(rows):
         assert cls
         for r in cls:
             assert r["question"].startswith(YES_NO_PREFIX) and r["target"] in ("Yes", "No")
-            last = len(r["context_input_ids"]) - 3  # ChatML tail: <|im_end|> \n
+            last = len(r["context_input_ids"]) - 7  # tail: <|im_end|> \n <|im_start|> ass istant \n
             pos = r["context_positions"]
             end_offset = last - pos[-1] + 1  # 1 = the last content token
             assert 1 <= end_offset <= 5, r
@@ -222,3 +222,39 @@ def test_ask_classes_in_a_built_mixture(tmp_path):
         assert all("negative" not in r["question"] for r in rows)
         yes = sum(r["target"] == "Yes" for r in rows)
         assert len(rows) >= 90 and 0.3 < yes / len(rows) < 0.7, (split, yes, len(rows))
+
+
+def test_full_variant_reads_what_ask_reads(tmp_path, smol_tokenizer):
+    """variant_weights adds whole-prompt inputs: the context is the text exactly as `Oracle.ask` tokenizes
+    it (chat template with generation prompt) and every one of its positions is read."""
+    from activation_oracles.prompt import chat_ids
+
+    cfg = MixtureConfig.builtin(scale=0.05)
+    cfg.classification.train_tasks, cfg.classification.eval_tasks = ["sst2", "tense"], ["ag_news"]
+    cfg.classification.variant_weights = {"single": 1, "multi": 0, "full": 3}
+    cfg.spqa.count = cfg.spqa.test_count = cfg.context_prediction.count = cfg.context_prediction.test_count = 0
+    dd = build_mixture(cfg, out_dir=tmp_path / "m", log=lambda m: None)
+    train = [r for r in dd["train"].to_list() if r["task"] == "classification"]
+    v = Counter(r["variant"] for r in train)
+    assert set(v) == {"single", "full"} and abs(v["full"] / (v["full"] + v["single"]) - 0.75) < 0.01
+    # every variant named gets a test set (weight 0 included), eval-only tasks too
+    per = Counter((r["dataset"], r["variant"]) for r in dd["test"].to_list())
+    assert {k for k in per} == {(d, x) for d in ("sst2", "tense", "ag_news") for x in ("single", "multi", "full")}
+    import activation_oracles.data.builtin as b
+
+    texts = {t for t, _ in b.classification_items("sst2")} | {t for t, _ in b.classification_items("tense")}
+    for r in [r for r in train if r["variant"] == "full"][:50]:
+        ids = r["context_input_ids"]
+        assert r["context_positions"] == list(range(len(ids)))
+        text = next(t for t in texts if smol_tokenizer.decode(ids).find(t) >= 0)
+        assert ids == chat_ids(smol_tokenizer, [{"role": "user", "content": text}], add_generation_prompt=True)
+
+
+def test_variant_weights_errors():
+    from activation_oracles.data import DataError
+
+    for bad in ({"single": 1, "whole": 1}, {"single": 0}, {"single": -1, "full": 2}):
+        cfg = MixtureConfig.builtin()
+        cfg.classification.variant_weights = bad
+        with pytest.raises(DataError, match="classification.variant_weights"):
+            cfg.validate()

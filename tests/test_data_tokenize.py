@@ -51,7 +51,8 @@ def test_context_renderer_span_is_the_content(smol_tokenizer, text):
     ids, first, last = ContextRenderer(smol_tokenizer).render([text])[0]
     from activation_oracles.prompt import chat_ids
 
-    assert ids.tolist() == chat_ids(smol_tokenizer, [{"role": "user", "content": text}], add_generation_prompt=False)
+    # what Oracle.ask reads from a text: the user turn with the generation prompt
+    assert ids.tolist() == chat_ids(smol_tokenizer, [{"role": "user", "content": text}], add_generation_prompt=True)
     assert smol_tokenizer.decode(ids[first : last + 1].tolist()).strip() == text.strip()
 
 

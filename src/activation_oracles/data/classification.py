@@ -332,14 +332,21 @@ class VariantSpec:
     max_offset: int = 5
     min_window: int = 1
     max_window: int = 1
+    full: bool = False  # every token of the read prompt instead of a window
 
 
+CLS_VARIANTS = ("single", "multi", "full")
 SINGLE = VariantSpec(questions_per_context=2)
 MULTI = VariantSpec(questions_per_context=1, min_window=1, max_window=50)
+# What `Oracle.ask(text, q)` reads by default: the whole chat-rendered prompt, template tokens included.
+FULL = VariantSpec(questions_per_context=1, full=True)
 
 
-def draw_window(rng, first: int, last: int, v: VariantSpec) -> np.ndarray:
-    """K contiguous positions ending `offset` tokens before the end of the content (offset 1 = last)."""
+def draw_window(rng, first: int, last: int, v: VariantSpec, length: int = 0) -> np.ndarray:
+    """K contiguous positions ending `offset` tokens before the end of the content (offset 1 = last);
+    for a `full` variant, all `length` positions of the read prompt."""
+    if v.full:
+        return np.arange(length, dtype=np.int32)
     off = int(rng.integers(v.min_offset, v.max_offset + 1))
     end = max(first, last - (off - 1))
     k = int(rng.integers(v.min_window, v.max_window + 1))
@@ -369,16 +376,21 @@ class ClassificationPlan:
         return n
 
 
-def plan_task(task: TaskData, *, layers, train_count, test_count, single_ratio, eval_only,
+def split_count(n: int, shares: dict[str, float]) -> dict[str, int]:
+    """n split by shares, rounded so that the parts add up to n exactly (largest remainders first)."""
+    raw = {k: n * s for k, s in shares.items()}
+    out = {k: int(math.floor(v)) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: out[k] - raw[k])[: n - sum(out.values())]:
+        out[k] += 1
+    return out
+
+
+def plan_task(task: TaskData, *, layers, train_count, test_count, shares, eval_only,
               allow_recycle, seed, variants=None) -> ClassificationPlan:
-    variants = variants or {"single": SINGLE, "multi": MULTI}
-    counts = {}
-    for split, n in (("train", 0 if eval_only else train_count), ("test", test_count)):
-        if split == "train":
-            n_single = round(n * single_ratio)
-            counts[(split, "single")], counts[(split, "multi")] = n_single, n - n_single
-        else:  # held-out test sets per variant, each of test_count examples
-            counts[(split, "single")] = counts[(split, "multi")] = n
+    """`shares`: train share per variant name; every variant named gets `test_count` test examples."""
+    variants = variants or {"single": SINGLE, "multi": MULTI, "full": FULL}
+    counts = {("train", v): c for v, c in split_count(0 if eval_only else train_count, shares).items()}
+    counts.update({("test", v): test_count for v in shares})  # held-out sets per variant
     plan = ClassificationPlan(task, list(layers), counts, variants, allow_recycle, seed)
     n_items = len(task.items)
     need_test = plan.contexts_needed("test")
@@ -440,5 +452,6 @@ def task_rows(plan: ClassificationPlan, renderer, split: str) -> Iterator[Row]:
                         if emitted == count:
                             break
                         q, a, c = _ask(rng, plan.task.templates, ys)
-                        yield Row("classification", name, q, ids, draw_window(rng, first, last, v), layer, a, vname, c)
+                        pos = draw_window(rng, first, last, v, len(ids))
+                        yield Row("classification", name, q, ids, pos, layer, a, vname, c)
                         emitted += 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .classification import ALL_TASKS, EVAL_TASKS, TRAIN_TASKS
+from .classification import ALL_TASKS, CLS_VARIANTS, EVAL_TASKS, TRAIN_TASKS
 from .schema import DataError
 
 PACKAGED = ("builtin", "paper")
@@ -46,6 +46,10 @@ class ClassificationConfig:
     train_tasks: list[str] = field(default_factory=lambda: list(TRAIN_TASKS))
     eval_tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))
     single_multi_ratio: list[float] = field(default_factory=lambda: [2, 1])
+    # Share of train examples per input variant: single (one token), multi (a window of tokens) and full
+    # (every token of the read prompt, as `Oracle.ask` reads a text with positions="all"). Empty: the two
+    # variants of single_multi_ratio. Every variant named here gets a test set, weight 0 included.
+    variant_weights: dict[str, float] = field(default_factory=dict)
     # Per task, the only classes questions ask about (e.g. {sst2: [positive]}): the answer then reads
     # the activation alone instead of its interplay with the question; contexts are balanced so that
     # half the answers are Yes. Empty: every class, half the questions about a class the context has.
@@ -161,7 +165,19 @@ class MixtureConfig:
                 raise DataError(f"classification.ask_classes.{t}={cl!r}: give a non-empty list of class names")
         if len(c.single_multi_ratio) != 2 or sum(c.single_multi_ratio) <= 0:
             raise DataError(f"classification.single_multi_ratio={c.single_multi_ratio}: give [single, multi]")
+        w = c.variant_weights
+        if w and (not isinstance(w, dict) or set(w) - set(CLS_VARIANTS) or sum(w.values()) <= 0
+                  or any(not isinstance(x, (int, float)) or x < 0 for x in w.values())):
+            raise DataError(f"classification.variant_weights={w!r}: map some of {list(CLS_VARIANTS)} to "
+                            "non-negative weights, at least one positive")
         return self
+
+    def variant_shares(self) -> dict[str, float]:
+        """Train share of each classification input variant (the test split has every one named)."""
+        c = self.classification
+        w = c.variant_weights or dict(zip(("single", "multi"), c.single_multi_ratio))
+        total = sum(w.values())
+        return {v: w[v] / total for v in CLS_VARIANTS if v in w}
 
     def resolved(self) -> "MixtureConfig":
         """Paths expanded ($VARS, ~) and made absolute, so hashes do not depend on the working directory."""

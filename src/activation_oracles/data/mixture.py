@@ -27,7 +27,7 @@ from .schema import COLUMNS, DataError, Row, features
 from .spqa import plan_spqa, spqa_rows
 from .tokenize import ContextRenderer, OracleFormatter
 
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 META_FILE = "ao_data.json"
 MIXTURE_YAML = "mixture.yaml"  # the resolved config it was built from: rebuild for another model with it
 CHUNK = 2048
@@ -137,8 +137,9 @@ class Plan:
             self.spqa = plan_spqa(s.source, layers=self.layers, train_count=s.count, test_count=s.test_count,
                                   test_fraction=s.test_fraction, allow_recycle=cfg.allow_recycle, seed=cfg.seed)
             self.spqa.all_fraction, self.spqa.window, self.spqa.offset = s.all_fraction, tuple(s.window), tuple(s.offset)
-        variants = {"single": cls_mod.VariantSpec(**vars(c.single)), "multi": cls_mod.VariantSpec(**vars(c.multi))}
-        ratio = c.single_multi_ratio[0] / sum(c.single_multi_ratio)
+        variants = {"single": cls_mod.VariantSpec(**vars(c.single)), "multi": cls_mod.VariantSpec(**vars(c.multi)),
+                    "full": cls_mod.FULL}
+        shares = cfg.variant_shares()
         self.cls = []
         for name in list(c.train_tasks) + list(c.eval_tasks):
             eval_only = name in c.eval_tasks
@@ -149,7 +150,7 @@ class Plan:
             if name in c.ask_classes:
                 task = cls_mod.restrict_classes(task, c.ask_classes[name], seed=cfg.seed)
             self.cls.append(cls_mod.plan_task(task, layers=self.layers, train_count=n, test_count=c.test_count,
-                                              single_ratio=ratio, eval_only=eval_only, variants=variants,
+                                              shares=shares, eval_only=eval_only, variants=variants,
                                               allow_recycle=cfg.allow_recycle, seed=cfg.seed))
         self.cp = None
         if cp.count or cp.test_count:

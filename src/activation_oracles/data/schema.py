@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 TASKS = ("spqa", "classification", "context_prediction")
-VARIANTS = ("single", "multi", "all", "window", "past", "future")
+VARIANTS = ("single", "multi", "full", "all", "window", "past", "future")
 SPLITS = ("train", "test")
 IGNORE_INDEX = -100
 

@@ -59,7 +59,6 @@ class _Msgs:
 
 
 _USER_GEN = _Msgs(lambda u: [{"role": "user", "content": u}], True)
-_USER_ONLY = _Msgs(lambda u: [{"role": "user", "content": u}], False)
 _USER_ASSISTANT = _Msgs(lambda u, a: [{"role": "user", "content": u}, {"role": "assistant", "content": a}], False)
 
 
@@ -130,7 +129,8 @@ class OracleFormatter:
 
 
 class ContextRenderer:
-    """Read prompts `[user: text]` through the chat template, batched, with the content's token span.
+    """Read prompts `[user: text]` through the chat template with the generation prompt (token for token
+    what `Oracle.ask(text, ...)` reads), batched, with the content's token span.
 
     `render(texts)` -> list of (ids int32 array, first_content_token, last_content_token). Offsets of
     classification positions are counted from the last content token, so they do not depend on how
@@ -139,12 +139,12 @@ class ContextRenderer:
 
     def __init__(self, tokenizer, chat: bool = True):
         self.tokenizer = tokenizer
-        self.pieces = _template_pieces(tokenizer, _USER_ONLY, 1) if chat else ["", ""]
+        self.pieces = _template_pieces(tokenizer, _USER_GEN, 1) if chat else ["", ""]
         self.chat = chat
 
     def render(self, texts: list[str]):
         if self.pieces is None:  # the template rewrites content (e.g. trims it): render each one
-            rendered = [render_chat(self.tokenizer, _USER_ONLY(t), add_generation_prompt=False) for t in texts]
+            rendered = [render_chat(self.tokenizer, _USER_GEN(t), add_generation_prompt=True) for t in texts]
             spans = [_find_span(r, t) for r, t in zip(rendered, texts)]
         else:
             rendered = [_join(self.pieces, [t]) for t in texts]
