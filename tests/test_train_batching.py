@@ -95,3 +95,47 @@ def test_chunk_by_length_bounds_padding():
         m = max(lengths[i] for i in g)
         assert all(lengths[i] >= 0.9 * m for i in g)
     assert chunk_by_length(lengths, 1.0) == [sorted(range(40), key=lambda i: -lengths[i])]
+
+
+def test_group_by_cost_is_optimal_and_bounded_by_its_extremes():
+    import itertools
+
+    from activation_oracles.train.batching import group_by_cost
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        lengths = [int(x) for x in rng.integers(5, 500, size=7)]
+
+        def cost(groups, overhead):
+            return sum(overhead + len(g) * max(lengths[i] for i in g) for g in groups)
+
+        order = sorted(range(7), key=lambda i: -lengths[i])
+        for overhead in (0, 50, 1000, 10**6):
+            groups = group_by_cost(lengths, overhead)
+            assert sorted(i for g in groups for i in g) == list(range(7))
+            best = min(cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, 7))], overhead)
+                       for k in range(7) for cuts in itertools.combinations(range(1, 7), k))
+            assert cost(groups, overhead) == best  # the exact optimum over contiguous cuts
+        assert group_by_cost(lengths, 10**6) == [order]  # launches dear: one padded batch
+        assert all(len({lengths[i] for i in g}) == 1 for g in group_by_cost(lengths, 0))  # free: no padding
+
+
+def test_collate_flat_indices_match_the_lists():
+    rows = [
+        dict(input_ids=[5, 6, 7, 8], labels=[-100, -100, 7, 8], positions=[1], context_input_ids=[1, 2, 3],
+             context_positions=[2], layer=1, task="a"),
+        dict(input_ids=[9, 9, 9, 9, 9, 9], labels=[-100] * 5 + [9], positions=[1, 2], context_input_ids=[4],
+             context_positions=[0, 0], layer=2, task="a"),
+    ]
+    b = collate(rows, pad_id=0, context_group_overhead=100)  # one group: padding 2 < 100
+    assert len(b.ctx_ids) == 1 and b.context_tokens == 4
+    sel = (b.labels[:, 1:] != -100).nonzero(as_tuple=True)
+    assert torch.equal(b.label_rows, sel[0]) and torch.equal(b.label_cols, sel[1])
+    assert b.label_targets.tolist() == [7, 8, 9]
+    assert b.inject_rows.tolist() == [0, 1, 1] and b.inject_cols.tolist() == [3, 1, 2] and b.inject_bounds == (1, 3)
+    # gathers fill the flat slots from (layer, group, row, position) exactly as src lists them
+    flat = {}
+    for layer, g, r, c, d in b.gathers:
+        for rr, cc, dd in zip(r.tolist(), c.tolist(), d.tolist()):
+            flat[dd] = (layer, g, rr, cc)
+    assert [flat[i] for i in range(3)] == [(1, 0, 0, 2), (2, 0, 1, 2), (2, 0, 1, 2)]

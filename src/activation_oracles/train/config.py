@@ -88,6 +88,10 @@ class TrainSettings:
     max_steps: int | None = None  # overrides epochs when set
     length_window: int = 20  # group-by-length: sort inside windows of length_window x batch_size
     context_pad_tolerance: float = 0.1  # contexts run in length groups wasting at most this share on padding
+    # > 0: instead, the context groups that minimise padded tokens + this many tokens per extra forward (what a
+    # forward costs in kernel launches on a GPU; about 1000 for an 8B model on an H100, see docs/training.md)
+    context_group_overhead: int = 0
+    compile: bool = False  # torch.compile each decoder block (dynamic shapes); pays off on GPUs
     seed: int = 0
     hook_layer: int = 1
     coefficient: float = 1.0
@@ -297,6 +301,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not _num(t.context_pad_tolerance) or t.context_pad_tolerance < 0:
         raise ConfigError("train.context_pad_tolerance", f"must be >= 0 (1 or more: one padded batch), "
                                                          f"got {t.context_pad_tolerance!r}")
+    if not _int(t.context_group_overhead) or t.context_group_overhead < 0:
+        raise ConfigError("train.context_group_overhead", f"must be a non-negative integer (tokens), "
+                                                          f"got {t.context_group_overhead!r}")
+    if not isinstance(t.compile, bool):
+        raise ConfigError("train.compile", f"must be true or false, got {t.compile!r}")
     if not _int(t.seed):
         raise ConfigError("train.seed", f"must be an integer, got {t.seed!r}")
     if not _int(t.hook_layer) or t.hook_layer < 0:

@@ -10,8 +10,8 @@ from ..eval.scoring import YES_NO, first_word, score
 from ..hooks import inject
 from ..prompt import IGNORE_INDEX
 from ..oracle import left_pad
-from .batching import collate
 from .objective import autocast_ctx, batch_kwargs, collect_groups, gather_vectors
+from .step import collate_for
 
 def _rows(ds, idx):
     cols = ds[[int(i) for i in idx]]
@@ -56,7 +56,7 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device) -> dict[str, float]:
             fmt = ok = 0
             for s in range(0, len(idx), cfg.eval.batch_size):
                 rows = _rows(ds, idx[s : s + cfg.eval.batch_size])
-                b = collate(rows, pad, context_pad_tolerance=cfg.train.context_pad_tolerance).to(device)
+                b = collate_for(cfg, rows, pad).to(device)
                 acts = collect_groups(peft_model, b.ctx_ids, b.ctx_mask, b.layers, autocast=cfg.train.autocast)
                 vectors = gather_vectors(acts, b.src)
                 prompts = [r["input_ids"][: _prompt_len(r["labels"])] for r in rows]
@@ -98,8 +98,7 @@ def validation_loss(objective, ds, cfg, pad_id: int, device) -> dict[str, float]
         for task, idx in sorted(per_task.items()):
             tot, n = 0.0, 0
             for s in range(0, len(idx), cfg.eval.batch_size):
-                b = collate(_rows(ds, idx[s : s + cfg.eval.batch_size]), pad_id,
-                            context_pad_tolerance=cfg.train.context_pad_tolerance).to(device)
+                b = collate_for(cfg, _rows(ds, idx[s : s + cfg.eval.batch_size]), pad_id).to(device)
                 ce, _ = objective(**batch_kwargs(b))
                 tot += float(ce.sum())
                 n += ce.numel()

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -27,15 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import StagedStream, collate
+from .batching import StagedStream
 from .checkpoint import (
     CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state, verify,
 )
 from .config import ConfigError, TrainConfig, load_config
 from .dataset import build_configured_mixture, check_data_tokenizer, open_split, open_train_data, resolve_data_dir
-from .objective import OracleObjective, batch_kwargs
-
-TASKS = ("spqa", "classification", "context_prediction")
+from .step import compile_blocks, make_objective, make_optimizer, train_step
 
 
 def seed_everything(seed: int) -> None:
@@ -150,6 +147,8 @@ def _build_model(cfg: TrainConfig, device: str):
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(model, lcfg)
     model.train()
+    if cfg.train.compile:
+        compile_blocks(model)
     return model, tok
 
 
@@ -227,9 +226,7 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     model, tok = _build_model(cfg, str(acc.device))
     layers = _check_layers(cfg, model, tdata)
     pad_id = tok.pad_token_id
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                            weight_decay=cfg.optim.weight_decay)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, acc.device)
     stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
                           stages=tdata.stages)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.warmup_ratio, cfg.optim.schedule))
@@ -237,8 +234,7 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     start = 0
     if ckpt_dir is not None:
         start = _load_checkpoint(ckpt_dir, model, opt, sched, stream, rank)
-    objective = OracleObjective(model, hook_layer=cfg.train.hook_layer, coefficient=cfg.train.coefficient,
-                                autocast=cfg.train.autocast, injection_grad=cfg.train.injection_grad)
+    objective = make_objective(model, cfg)
     objective, opt = acc.prepare(objective, opt)
     raw_objective = acc.unwrap_model(objective)
     fsdp = world > 1 and cfg.train.distributed == "fsdp"
@@ -252,7 +248,6 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     kill_after = int(os.environ.get("AO_TRAIN_KILL_AFTER_STEP", "0") or 0)  # test hook: simulate a crash
 
     per_rank = per_step // world
-    task_index = {t: i for i, t in enumerate(TASKS)}
     step = start
     try:
         if cfg.eval.initial and start == 0 and eval_ds is not None:
@@ -262,49 +257,17 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
             gidx = stream.next()
             denom = float(tdata.label_counts[gidx].sum())
             mine = gidx[rank * per_rank : (rank + 1) * per_rank]
-            micro = np.array_split(mine, cfg.train.grad_accum)
-            # stats: loss_sum, real, pad, total, then (sum, count) per task
-            stats = torch.zeros(4 + 2 * len(TASKS) + 2, dtype=torch.float64)
-            for j, mb in enumerate(micro):
-                batch = collate(tdata.get(mb), pad_id,
-                                context_pad_tolerance=cfg.train.context_pad_tolerance).to(acc.device)
-                sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(objective)
-                with sync:
-                    ce, rows = objective(**batch_kwargs(batch))
-                    loss = ce.sum() * (world / denom)
-                    acc.backward(loss)
-                ce_d = ce.detach().double().cpu()
-                stats[0] += ce_d.sum()
-                stats[1] += batch.real_tokens
-                stats[2] += batch.pad_tokens
-                stats[3] += batch.total_tokens
-                rows = rows.cpu()
-                for r, t in enumerate(batch.tasks):
-                    k = task_index.get(t, len(TASKS))
-                    m = rows == r
-                    stats[4 + 2 * k] += ce_d[m].sum()
-                    stats[5 + 2 * k] += int(m.sum())
-            gnorm = None
-            if cfg.optim.max_grad_norm > 0:
-                gnorm = acc.clip_grad_norm_(objective.parameters(), cfg.optim.max_grad_norm)
-            lr = sched.get_last_lr()[0]
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            micro = [tdata.get(mb) for mb in np.array_split(mine, cfg.train.grad_accum)]
+            stats = train_step(acc, objective, opt, sched, micro, pad_id, cfg, denom)
             step += 1
-            if world > 1:
-                stats = acc.reduce(stats.to(acc.device), reduction="sum").cpu()
             dt = time.perf_counter() - t0
             row: dict[str, Any] = {
-                "step": step, "epoch": stream.cursor.epoch, "loss": float(stats[0]) / denom, "lr": lr,
-                "tokens": int(stats[1]), "step_time_s": dt, "tokens_per_s": float(stats[1]) / dt,
-                "padding_share": float(stats[2]) / max(1.0, float(stats[3])),
+                "step": step, "epoch": stream.cursor.epoch, "loss": stats["loss"], "lr": stats["lr"],
+                "tokens": stats["tokens"], "context_tokens": stats["context_tokens"], "step_time_s": dt,
+                "tokens_per_s": stats["tokens"] / dt,
+                "padding_share": stats["pad_tokens"] / max(1, stats["total_tokens"]),
+                **{k: v for k, v in stats.items() if k == "grad_norm" or k.startswith("loss/")},
             }
-            if gnorm is not None:
-                row["grad_norm"] = float(gnorm)
-            for t, k in task_index.items():
-                if stats[5 + 2 * k] > 0:
-                    row[f"loss/{t}"] = float(stats[4 + 2 * k] / stats[5 + 2 * k])
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")

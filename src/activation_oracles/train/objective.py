@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import collect_activations, inject, position_ids_from_mask
+from ..hooks import collect_activations, inject_flat, position_ids_from_mask
 from ..models import unwrap
-from ..prompt import IGNORE_INDEX
 from .batching import OracleBatch
 
 
@@ -51,8 +50,18 @@ def gather_vectors(acts: list[dict[int, torch.Tensor]], src) -> list[torch.Tenso
     return [acts[g][layer][row, torch.tensor(pos, device=dev)] for layer, g, row, pos in src]
 
 
+def gather_flat(acts: list[dict[int, torch.Tensor]], gathers, n: int) -> torch.Tensor:
+    """[n, D] source vectors in the flat, example-major order of the placeholders: one indexing op per
+    (layer, context group), with indices the collator built (OracleBatch.gathers)."""
+    first = next(iter(acts[0].values()))
+    out = first.new_empty((n, first.shape[-1]))
+    for layer, g, rows, cols, slots in gathers:
+        out[slots] = acts[g][layer][rows, cols]
+    return out
+
+
 class OracleObjective(nn.Module):
-    """forward(**batch tensors) -> (per-token cross-entropy [N], batch row of each token [N])."""
+    """forward(**batch_kwargs(batch)) -> (per-token cross-entropy [N], batch row of each token [N])."""
 
     def __init__(self, model: nn.Module, *, hook_layer: int = 1, coefficient: float = 1.0,
                  autocast: str | None = None, injection_grad: str = "detached"):
@@ -63,28 +72,28 @@ class OracleObjective(nn.Module):
         self.autocast = autocast
         self.injection_grad = injection_grad
 
-    def forward(self, ctx_ids, ctx_mask, input_ids, attention_mask, labels, src, layers, inject_positions):
+    def forward(self, ctx_ids, ctx_mask, input_ids, attention_mask, layers, label_rows, label_cols, label_targets,
+                inject_rows, inject_cols, inject_bounds, gathers):
         acts = collect_groups(self.model, ctx_ids, ctx_mask, layers, autocast=self.autocast)
-        vectors = gather_vectors(acts, src)
+        vectors = gather_flat(acts, gathers, len(inject_rows))
         base = unwrap(self.model)
         head = base.get_output_embeddings()
-        with inject(self.model, vectors, inject_positions, hook_layer=self.hook_layer, coefficient=self.coefficient,
-                    grad=self.injection_grad):
+        with inject_flat(self.model, inject_rows, inject_cols, vectors, hook_layer=self.hook_layer,
+                         coefficient=self.coefficient, grad=self.injection_grad, bounds=inject_bounds):
             with autocast_ctx(self.autocast, input_ids.device):
                 out = backbone_of(self.model)(input_ids=input_ids, attention_mask=attention_mask,
                                               position_ids=position_ids_from_mask(attention_mask), use_cache=False)
                 hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-                targets = labels[:, 1:]
-                sel = targets != IGNORE_INDEX
-                logits = head(hidden[:, :-1][sel])
+                logits = head(hidden[label_rows, label_cols])  # the LM head only where there is a target
         logits = logits.float()
         cap = getattr(getattr(base, "config", None), "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        ce = F.cross_entropy(logits, targets[sel], reduction="none")
-        return ce, sel.nonzero()[:, 0]
+        return F.cross_entropy(logits, label_targets, reduction="none"), label_rows
 
 
 def batch_kwargs(b: OracleBatch) -> dict:
     return dict(ctx_ids=b.ctx_ids, ctx_mask=b.ctx_mask, input_ids=b.input_ids, attention_mask=b.attention_mask,
-                labels=b.labels, src=b.src, layers=b.layers, inject_positions=b.inject_positions)
+                layers=b.layers, label_rows=b.label_rows, label_cols=b.label_cols, label_targets=b.label_targets,
+                inject_rows=b.inject_rows, inject_cols=b.inject_cols, inject_bounds=b.inject_bounds,
+                gathers=b.gathers)

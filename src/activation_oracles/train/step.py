@@ -1,0 +1,100 @@
+"""One optimiser step, shared by the trainer and the benchmarks: micro-batches through the objective,
+backward, clipping, AdamW and the schedule.
+
+On a GPU the host queues kernels far ahead of the device as long as nothing reads a result back; the
+step therefore keeps its statistics on the device and reads them back once, after the optimizer step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .batching import collate
+from .objective import OracleObjective, batch_kwargs
+
+TASKS = ("spqa", "classification", "context_prediction")
+
+
+def make_optimizer(params, cfg, device) -> torch.optim.AdamW:
+    """AdamW with the config's settings; the fused CUDA kernel on a GPU (one launch for all tensors)."""
+    fused = torch.device(device).type == "cuda"
+    return torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                             weight_decay=cfg.optim.weight_decay, **({"fused": True} if fused else {}))
+
+
+def make_objective(model, cfg) -> OracleObjective:
+    t = cfg.train
+    return OracleObjective(model, hook_layer=t.hook_layer, coefficient=t.coefficient, autocast=t.autocast,
+                           injection_grad=t.injection_grad)
+
+
+def compile_blocks(model, backend: str = "inductor") -> None:
+    """torch.compile each decoder block's forward (regional compilation: one graph shared by all blocks,
+    dynamic sequence lengths). The forward hooks (injection, early stop) stay outside the graphs."""
+    from ..models import decoder_layers
+
+    for block in decoder_layers(model):
+        if not hasattr(block, "_ao_eager_forward"):
+            block._ao_eager_forward = block.forward
+            block.forward = torch.compile(block.forward, dynamic=True, backend=backend)
+
+
+def uncompile_blocks(model) -> None:
+    from ..models import decoder_layers
+
+    for block in decoder_layers(model):
+        if hasattr(block, "_ao_eager_forward"):
+            block.forward = block._ao_eager_forward
+            del block._ao_eager_forward
+
+
+def collate_for(cfg, rows, pad_id):
+    t = cfg.train
+    return collate(rows, pad_id, context_pad_tolerance=t.context_pad_tolerance,
+                   context_group_overhead=t.context_group_overhead)
+
+
+def train_step(acc, objective, opt, sched, micro_rows: list[list[dict]], pad_id: int, cfg, denom: float) -> dict:
+    """One optimiser step over this rank's micro-batches (lists of data rows). `denom`: labelled targets
+    of the whole global batch (the loss is their mean over all ranks). Returns the step's numbers,
+    summed over ranks: loss, per-task loss, oracle/context/pad/total tokens, grad norm, lr."""
+    world, dev = acc.num_processes, acc.device
+    n = len(TASKS) + 1  # the last slot: rows of any other task
+    sums = torch.zeros(n, dtype=torch.float64, device=dev)
+    counts = torch.zeros(n, dtype=torch.float64, device=dev)
+    tokens = torch.zeros(4, dtype=torch.float64)  # oracle, context, pad, total
+    for j, rows in enumerate(micro_rows):
+        batch = collate_for(cfg, rows, pad_id).to(dev)
+        task_of_row = torch.tensor([TASKS.index(t) if t in TASKS else len(TASKS) for t in batch.tasks])
+        task_of_row = task_of_row.to(dev, non_blocking=True)
+        sync = contextlib.nullcontext() if j == len(micro_rows) - 1 else acc.no_sync(objective)
+        with sync:
+            ce, label_rows = objective(**batch_kwargs(batch))
+            acc.backward(ce.sum() * (world / denom))
+        k = task_of_row[label_rows]
+        sums.index_add_(0, k, ce.detach().double())
+        counts.index_add_(0, k, torch.ones_like(ce, dtype=torch.float64))
+        tokens += torch.tensor([batch.real_tokens, batch.context_tokens, batch.pad_tokens, batch.total_tokens],
+                               dtype=torch.float64)
+    gnorm = None
+    if cfg.optim.max_grad_norm > 0:
+        gnorm = acc.clip_grad_norm_(objective.parameters(), cfg.optim.max_grad_norm)
+    lr = sched.get_last_lr()[0]
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    stats = torch.cat([sums, counts, tokens.to(dev)])
+    if world > 1:
+        stats = acc.reduce(stats, reduction="sum")
+    stats = stats.cpu()  # the step's one read-back
+    sums, counts, tokens = stats[:n], stats[n : 2 * n], stats[2 * n :]
+    out = {"loss": float(sums.sum()) / denom, "lr": lr, "tokens": int(tokens[0]), "context_tokens": int(tokens[1]),
+           "pad_tokens": int(tokens[2]), "total_tokens": int(tokens[3])}
+    if gnorm is not None:
+        out["grad_norm"] = float(gnorm)
+    for i, t in enumerate(TASKS):
+        if counts[i] > 0:
+            out[f"loss/{t}"] = float(sums[i] / counts[i])
+    return out
