@@ -101,6 +101,35 @@ def resolve_spec(spec: str) -> tuple[str, str | None]:
     )
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "builtin" / "model_configs"
+
+
+def shipped_config(spec: str) -> Path | None:
+    """A config.json shipped with the package for a hub id (the paper presets' models), or None."""
+    p = SHIPPED_CONFIGS / (spec.replace("/", "--") + ".json")
+    return p if _looks_like_hub_id(spec) and p.is_file() else None
+
+
+def model_config(spec: str, *, revision: str | None = None, trust_remote_code: bool = False):
+    """The model's config alone (no weights): a local directory's or GGUF's, the copy shipped for the
+    paper presets' hub models (works offline), else the hub's (AutoConfig, network or cache)."""
+    from transformers import AutoConfig
+
+    shipped = shipped_config(spec) if revision is None else None
+    if shipped is not None:
+        import json
+
+        d = json.loads(shipped.read_text())
+        return AutoConfig.for_model(d.pop("model_type"), **d)
+    where, gguf = resolve_spec(spec)
+    kw = {"gguf_file": gguf} if gguf else {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        return AutoConfig.from_pretrained(where, **kw)
+    except OSError as e:
+        raise OSError(f"spec={spec!r}: no config found offline and none could be downloaded ({e}); give a local "
+                      "directory with its config.json") from e
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 

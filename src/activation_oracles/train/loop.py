@@ -32,7 +32,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, TrainConfig, load_config
 from .dataset import build_configured_mixture, check_data_tokenizer, open_split, open_train_data, resolve_data_dir
-from .step import compile_blocks, make_objective, make_optimizer, train_step
+from .step import apply_lora, make_objective, make_optimizer, train_step
 
 
 def seed_everything(seed: int) -> None:
@@ -126,30 +126,13 @@ def _make_accelerator(cfg: TrainConfig):
 
 
 def _build_model(cfg: TrainConfig, device: str):
-    from peft import LoraConfig, get_peft_model
-
     from ..models import load_model
 
     model, tok = load_model(cfg.model.spec, dtype=cfg.model.dtype, device=device,
                             quantization=cfg.model.quantization, revision=cfg.model.revision,
                             trust_remote_code=cfg.model.trust_remote_code,
                             attn_implementation=cfg.model.attn_implementation)
-    if cfg.model.quantization:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False
-    lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = get_peft_model(model, lcfg)
-    model.train()
-    if cfg.train.compile:
-        compile_blocks(model)
-    return model, tok
+    return apply_lora(model, cfg), tok
 
 
 def _check_layers(cfg: TrainConfig, model, data) -> list[int]:

@@ -8,6 +8,7 @@ step therefore keeps its statistics on the device and reads them back once, afte
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
@@ -15,6 +16,29 @@ from .batching import collate
 from .objective import OracleObjective, batch_kwargs
 
 TASKS = ("spqa", "classification", "context_prediction")
+
+
+def apply_lora(model, cfg):
+    """The base model prepared for training (k-bit preparation, gradient checkpointing) and wrapped in the
+    config's LoRA adapter, in train mode; its decoder blocks compiled when train.compile is set."""
+    from peft import LoraConfig, get_peft_model
+
+    if cfg.model.quantization:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(model, lcfg)
+    model.train()
+    if cfg.train.compile:
+        compile_blocks(model)
+    return model
 
 
 def make_optimizer(params, cfg, device) -> torch.optim.AdamW:
