@@ -3,14 +3,14 @@
     python benchmarks/gpu_train.py                                  # defaults below, one H100
     python benchmarks/gpu_train.py --grid "attn=sdpa;attn=sdpa,overhead=1024;attn=sdpa,compile=1"
     python benchmarks/gpu_train.py --smoke                          # CPU, tiny Qwen3, seconds (test suite)
-    python benchmarks/gpu_train.py --write-lengths benchmarks/paper_lengths.json   # CPU, needs ../shared/data
+    python benchmarks/gpu_train.py --write-lengths src/activation_oracles/builtin/paper_lengths.json  # CPU
 
 The model is built from Qwen3-8B's real configuration (shipped in the package) with random weights,
 directly on the GPU in bf16: speed does not depend on the weights, and no weights have to travel.
 It is wrapped like the `paper-qwen3-8b` preset (LoRA r 64 / alpha 128 / dropout 0.05 on all linear
 layers, AdamW lr 1e-5, batch 16). Batches are synthetic rows of the data schema: random token ids whose
 lengths (oracle prompt, context, placeholders, labelled targets, source layer) are drawn from
-`paper_lengths.json`, a sample of the paper mixture (see `--write-lengths`), batched by the trainer's own
+`builtin/paper_lengths.json`, a sample of the paper mixture (see `--write-lengths`), batched by the trainer's own
 group-by-length order. Needs only torch, transformers, peft, accelerate, numpy and this repository's src.
 
 For every variant of --grid, the trainer's own step (`train.step.train_step`) runs --warmup + --steps
@@ -49,11 +49,11 @@ from reference_loop import reference_step  # noqa: E402
 from activation_oracles.prompt import IGNORE_INDEX  # noqa: E402
 from activation_oracles.train.batching import epoch_batches, length_filter  # noqa: E402
 from activation_oracles.train.config import load_config  # noqa: E402
+from activation_oracles.train.synthetic import PAPER_LENGTHS, load_lengths, synthetic_row  # noqa: E402
 from activation_oracles.train.step import (  # noqa: E402
     apply_lora, collate_for, compile_blocks, make_objective, make_optimizer, train_step, uncompile_blocks,
 )
 
-LENGTHS = HERE / "paper_lengths.json"
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989.4e12, "H200": 989.4e12, "GH200": 989.4e12, "A100": 312e12}
 TINY_QWEN3 = dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=8, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=16, max_position_embeddings=2048)
@@ -70,7 +70,7 @@ def parse():
                          "compile=0|1, overhead=N (train.context_group_overhead), tol=F (context_pad_tolerance), "
                          "autocast=none|bf16")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference-style loop")
-    ap.add_argument("--lengths", default=str(LENGTHS))
+    ap.add_argument("--lengths", default=str(PAPER_LENGTHS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="tiny Qwen3 on the CPU, 1 warm-up + 1 step per run")
     ap.add_argument("--write-lengths", metavar="OUT", help="build a paper-mixture sample and write its lengths")
@@ -82,13 +82,6 @@ def parse():
 # ----------------------------------------------------------------------------- batches
 
 
-def load_lengths(path) -> dict[str, np.ndarray]:
-    d = json.loads(Path(path).read_text())
-    cols = {k: np.asarray(v) for k, v in d["columns"].items()}
-    cols["task"] = np.asarray(d["meta"]["tasks"])[cols["task"]]
-    return cols
-
-
 def synthetic_batches(lengths, n_batches: int, batch_size: int, vocab: int, layers: list[int], seed: int,
                       percentile: float = 99.9) -> list[list[dict]]:
     """`n_batches` global batches of data-schema rows with the sampled lengths, in the trainer's
@@ -98,22 +91,10 @@ def synthetic_batches(lengths, n_batches: int, batch_size: int, vocab: int, laye
     order = epoch_batches(lengths["oracle"][keep], batch_size, seed=seed, epoch=0, window=20)
     if len(order) < n_batches:
         raise SystemExit(f"the length sample holds {len(order)} batches of {batch_size}, fewer than {n_batches}")
-    pick = lambda v: int(rng.integers(5, vocab - 5))  # noqa: E731
-    batches = []
-    for b in order[:n_batches]:
-        rows = []
-        for i in keep[b]:
-            n, c, k, lab = (int(lengths[x][i]) for x in ("oracle", "context", "k", "labels"))
-            ctx = rng.integers(5, vocab - 5, size=c).tolist()
-            ids = rng.integers(5, vocab - 5, size=n).tolist()
-            start = min(6, n - lab - k - 1)  # placeholders after the chat header, before the answer
-            ids[start : start + k] = [pick(0)] * k
-            labels = [IGNORE_INDEX] * (n - lab) + ids[n - lab :]
-            rows.append({"task": str(lengths["task"][i]), "input_ids": ids, "labels": labels,
-                         "positions": list(range(start, start + k)), "context_input_ids": ctx,
-                         "context_positions": list(range(c - k, c)), "layer": layers[int(lengths["layer"][i])]})
-        batches.append(rows)
-    return batches
+    return [[synthetic_row(rng, oracle=int(lengths["oracle"][i]), context=int(lengths["context"][i]),
+                           k=int(lengths["k"][i]), labels=int(lengths["labels"][i]),
+                           layer=layers[int(lengths["layer"][i])], vocab=vocab, task=str(lengths["task"][i]))
+             for i in keep[b]] for b in order[:n_batches]]
 
 
 # ----------------------------------------------------------------------------- model

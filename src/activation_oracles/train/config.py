@@ -92,6 +92,9 @@ class TrainSettings:
     # forward costs in kernel launches on a GPU; about 1000 for an 8B model on an H100, see docs/training.md)
     context_group_overhead: int = 0
     compile: bool = False  # torch.compile each decoder block (dynamic shapes); pays off on GPUs
+    # forward + backward on the longest batch before step 1, failing early with advice when it runs out of
+    # memory; null: on GPUs only
+    preflight: bool | None = None
     seed: int = 0
     hook_layer: int = 1
     coefficient: float = 1.0
@@ -304,6 +307,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not _int(t.context_group_overhead) or t.context_group_overhead < 0:
         raise ConfigError("train.context_group_overhead", f"must be a non-negative integer (tokens), "
                                                           f"got {t.context_group_overhead!r}")
+    if t.preflight not in (None, True, False):
+        raise ConfigError("train.preflight", f"must be true, false or null (on GPUs), got {t.preflight!r}")
     if not isinstance(t.compile, bool):
         raise ConfigError("train.compile", f"must be true or false, got {t.compile!r}")
     if not _int(t.seed):

@@ -221,6 +221,8 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     objective, opt = acc.prepare(objective, opt)
     raw_objective = acc.unwrap_model(objective)
     fsdp = world > 1 and cfg.train.distributed == "fsdp"
+    if cfg.train.preflight or (cfg.train.preflight is None and acc.device.type == "cuda"):
+        _preflight(cfg, acc, objective, tdata, pad_id, per_step // world)
 
     writer = MetricsWriter(run_dir, cfg, keep_until=start if ckpt_dir is not None else None, enabled=main)
     bar = None
@@ -274,6 +276,23 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
         writer.close()
     acc.wait_for_everyone()
     return run_dir
+
+
+def _preflight(cfg, acc, objective, tdata, pad_id, per_rank: int) -> None:
+    """The OOM preflight on this rank's share of the batch with the longest oracle prompts."""
+    from .step import preflight
+
+    def advice() -> str:
+        from ..plan import plan_memory
+
+        total = torch.cuda.get_device_properties(acc.device).total_memory / 1e9 if acc.device.type == "cuda" else None
+        try:
+            return plan_memory(cfg, gpus=acc.num_processes, gpu_memory_gb=total, cuda=acc.device.type == "cuda").report()
+        except Exception as err:  # noqa: BLE001 - advice is best effort; the failure itself is reported anyway
+            return f"(no plan: {err})"
+
+    longest = np.argsort(-tdata.lengths, kind="stable")[:per_rank]
+    preflight(acc, objective, tdata.get(longest), pad_id, cfg, advice)
 
 
 def _evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp) -> dict:

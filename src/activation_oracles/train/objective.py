@@ -76,6 +76,7 @@ class OracleObjective(nn.Module):
                 inject_rows, inject_cols, inject_bounds, gathers):
         acts = collect_groups(self.model, ctx_ids, ctx_mask, layers, autocast=self.autocast)
         vectors = gather_flat(acts, gathers, len(inject_rows))
+        del acts  # only the gathered vectors live on through the oracle forward and backward
         base = unwrap(self.model)
         head = base.get_output_embeddings()
         with inject_flat(self.model, inject_rows, inject_cols, vectors, hook_layer=self.hook_layer,

@@ -122,3 +122,42 @@ def train_step(acc, objective, opt, sched, micro_rows: list[list[dict]], pad_id:
         if counts[i] > 0:
             out[f"loss/{t}"] = float(sums[i] / counts[i])
     return out
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and any(s in str(err) for s in ("out of memory", "can't allocate memory")))
+
+
+def preflight(acc, objective, rows: list[dict], pad_id: int, cfg, advice=None) -> None:
+    """Forward and backward on the longest batch before the first step, so that a run that cannot fit
+    fails in seconds with advice instead of hours later. Takes no optimizer step and leaves gradients and
+    every RNG as they were. `advice()` -> text (the memory plan's), asked for only on failure."""
+    from .checkpoint import rng_state, set_rng_state
+    from .config import ConfigError
+
+    rng = rng_state()
+    failure = None
+    try:
+        batch = collate_for(cfg, rows, pad_id).to(acc.device)
+        ce, _ = objective(**batch_kwargs(batch))
+        acc.backward(ce.sum() * 0.0)  # every gradient buffer is allocated; the values do not matter
+        del ce, batch
+    except Exception as err:  # noqa: BLE001 - only out-of-memory errors are ours to explain
+        if not _is_oom(err):
+            raise
+        failure = str(err).splitlines()[0][:300]
+    finally:
+        for p in objective.parameters():
+            p.grad = None
+        set_rng_state(rng)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if failure is not None:
+        n = max(len(r["input_ids"]) for r in rows)
+        c = max(len(r["context_input_ids"]) for r in rows)
+        text = advice() if advice is not None else ""
+        raise ConfigError("train.batch_size", f"a forward and backward on the longest batch ({len(rows)} examples "
+                                              f"per process, oracle prompts up to {n} tokens, contexts up to {c}) ran "
+                                              f"out of memory before training started ({failure}). "
+                                              f"What would fit, from `ao plan`:\n{text}")
