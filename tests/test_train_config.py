@@ -46,6 +46,7 @@ def test_overrides_and_yaml_file(tmp_path):
     ("cpu-smollm2", {"train.nonsense": 1}, "train.nonsense"),
     ("cpu-smollm2", {"optim.schedule": "cosine"}, "optim.schedule"),
     ("cpu-smollm2", {"train.injection_grad": "full"}, "train.injection_grad"),
+    ("paper-llama3.3-70b", {"train.distributed": "fsdp"}, "train.distributed"),
     ("cpu-smollm2", {"data.task_weights": "{classification: -1}"}, "data.task_weights"),
     ("cpu-smollm2", {"data.task_weights": "{spqa: 0}"}, "data.task_weights"),
     ("cpu-smollm2", {"data.curriculum": "{steps: 5}"}, "data.curriculum"),

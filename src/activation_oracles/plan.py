@@ -140,16 +140,19 @@ def _on_meta(fused: bool, cuda: bool):
     import transformers.masking_utils as mu
 
     F = torch.nn.functional
-    real = F.scaled_dot_product_attention, F.dropout, mu._ignore_causal_mask_sdpa
+    real = F.scaled_dot_product_attention, F.dropout, getattr(mu, "_ignore_causal_mask_sdpa", None)
     if fused:
         F.scaled_dot_product_attention = lambda q, k, v, *a, **kw: _FlashLike.apply(q, k, v)
     if cuda:
         F.dropout = lambda x, p=0.5, training=True, inplace=False: _CudaDropout.apply(x) if training and p > 0 else x
-    mu._ignore_causal_mask_sdpa = lambda *a, **kw: False
+    if real[2] is not None:
+        mu._ignore_causal_mask_sdpa = lambda *a, **kw: False
     try:
         yield
     finally:
-        F.scaled_dot_product_attention, F.dropout, mu._ignore_causal_mask_sdpa = real
+        F.scaled_dot_product_attention, F.dropout = real[:2]
+        if real[2] is not None:
+            mu._ignore_causal_mask_sdpa = real[2]
 
 
 def _meta_model(cfg: TrainConfig, config, dtype: torch.dtype, attn: str | None):

@@ -5,6 +5,7 @@ Layout of ``RUN/checkpoints/step_N/`` (also a loadable oracle adapter directory)
 
     adapter_config.json  adapter_model.safetensors  ao_config.json     # PEFT adapter + oracle metadata
     optimizer.pt  scheduler.pt  rng_rank{R}.pt  trainer_state.json     # exact-resume state
+    optimizer/  (under FSDP, instead of optimizer.pt: one shard per rank, torch.distributed.checkpoint)
     MANIFEST.json                                                      # written last
 """
 
@@ -173,14 +174,22 @@ def save_adapter(peft_model, directory: Path, ao_cfg: dict, state_dict=None) -> 
         readme.unlink()  # PEFT's model-card stub carries no information
 
 
-def atomic_dir(final: Path, write, *, manifest_meta: dict | None = None) -> Path:
-    """Run write(tmp_dir), seal it with a manifest and rename it to `final` (replacing an older one)."""
+def staging_path(final: Path) -> Path:
+    return final.parent / f".tmp-{final.name}"
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh, empty hidden directory beside `final` to write a checkpoint into."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}"
+    tmp = staging_path(final)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    write(tmp)
+    return tmp
+
+
+def seal(tmp: Path, final: Path, *, manifest_meta: dict | None = None) -> Path:
+    """Write the manifest of `tmp` and rename it to `final` (replacing an older one)."""
     write_manifest(tmp, manifest_meta)
     if final.exists():
         old = final.parent / f".old-{final.name}"
@@ -192,6 +201,13 @@ def atomic_dir(final: Path, write, *, manifest_meta: dict | None = None) -> Path
     else:
         os.replace(tmp, final)
     return final
+
+
+def atomic_dir(final: Path, write, *, manifest_meta: dict | None = None) -> Path:
+    """Run write(tmp_dir), seal it with a manifest and rename it to `final` (replacing an older one)."""
+    tmp = staging_dir(final)
+    write(tmp)
+    return seal(tmp, final, manifest_meta=manifest_meta)
 
 
 def prune(run_dir: Path, keep_last: int | None) -> None:

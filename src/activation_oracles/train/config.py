@@ -323,6 +323,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("train.autocast", f"{t.autocast!r} is not one of bf16 or null")
     if t.distributed not in ("ddp", "fsdp"):
         raise ConfigError("train.distributed", f"{t.distributed!r} is not one of ddp, fsdp")
+    if t.distributed == "fsdp" and m.quantization:
+        raise ConfigError("train.distributed", f"fsdp cannot shard the 8/4-bit weights of model.quantization="
+                                               f"{m.quantization} (bitsandbytes); use distributed: ddp, the paper's "
+                                               "setup for Llama-3.3-70B (DDP with 8-bit weights on 4 GPUs), or "
+                                               "drop the quantization and shard bf16 weights with fsdp")
     for name in ("every", "max_examples", "max_loss_examples"):
         v = getattr(e, name)
         if not _int(v) or v < 0:

@@ -11,7 +11,7 @@ from ..hooks import inject
 from ..prompt import IGNORE_INDEX
 from ..oracle import left_pad
 from .objective import autocast_ctx, batch_kwargs, collect_groups, gather_vectors
-from .step import collate_for
+from .step import _sharded, collate_for
 
 def _rows(ds, idx):
     cols = ds[[int(i) for i in idx]]
@@ -41,8 +41,11 @@ def select_groups(ds, max_per_group: int) -> dict[str, list[int]]:
 
 
 @torch.no_grad()
-def generation_eval(peft_model, tokenizer, ds, cfg, device) -> dict[str, float]:
-    """Greedy answers to held-out yes/no questions, scored per dataset and single/multi-token input."""
+def generation_eval(peft_model, tokenizer, ds, cfg, device, enter=None) -> dict[str, float]:
+    """Greedy answers to held-out yes/no questions, scored per dataset and single/multi-token input.
+    `enter(fn)` runs fn(peft_model) for each batch (under FSDP: inside the root unit, fsdp.run_in_root)."""
+    sharded = enter is not None  # (under FSDP every rank runs the same forwards: one context group)
+    enter = enter or (lambda fn: fn(peft_model))
     out: dict[str, float] = {}
     if cfg.eval.max_examples == 0:
         return out
@@ -56,17 +59,20 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device) -> dict[str, float]:
             fmt = ok = 0
             for s in range(0, len(idx), cfg.eval.batch_size):
                 rows = _rows(ds, idx[s : s + cfg.eval.batch_size])
-                b = collate_for(cfg, rows, pad).to(device)
-                acts = collect_groups(peft_model, b.ctx_ids, b.ctx_mask, b.layers, autocast=cfg.train.autocast)
-                vectors = gather_vectors(acts, b.src)
+                b = collate_for(cfg, rows, pad, sharded=sharded).to(device)
                 prompts = [r["input_ids"][: _prompt_len(r["labels"])] for r in rows]
                 ids, mask, off = left_pad(prompts, pad)
                 ids, mask = ids.to(device), mask.to(device)
                 positions = [[p + off[i] for p in r["positions"]] for i, r in enumerate(rows)]
-                with inject(peft_model, vectors, positions, hook_layer=cfg.train.hook_layer,
-                            coefficient=cfg.train.coefficient), autocast_ctx(cfg.train.autocast, ids.device):
-                    gen = peft_model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+
+                def answer(model, b=b, ids=ids, mask=mask, positions=positions):
+                    acts = collect_groups(model, b.ctx_ids, b.ctx_mask, b.layers, autocast=cfg.train.autocast)
+                    with inject(model, gather_vectors(acts, b.src), positions, hook_layer=cfg.train.hook_layer,
+                                coefficient=cfg.train.coefficient), autocast_ctx(cfg.train.autocast, ids.device):
+                        return model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                               max_new_tokens=cfg.eval.max_new_tokens, pad_token_id=pad)
+
+                gen = enter(answer)
                 texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
                 for text, r in zip(texts, rows):
                     f, c = score(text, r["target"])
@@ -98,7 +104,8 @@ def validation_loss(objective, ds, cfg, pad_id: int, device) -> dict[str, float]
         for task, idx in sorted(per_task.items()):
             tot, n = 0.0, 0
             for s in range(0, len(idx), cfg.eval.batch_size):
-                b = collate_for(cfg, _rows(ds, idx[s : s + cfg.eval.batch_size]), pad_id).to(device)
+                b = collate_for(cfg, _rows(ds, idx[s : s + cfg.eval.batch_size]), pad_id,
+                                sharded=_sharded(objective)).to(device)
                 ce, _ = objective(**batch_kwargs(b))
                 tot += float(ce.sum())
                 n += ce.numel()

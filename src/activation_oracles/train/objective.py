@@ -72,8 +72,11 @@ class OracleObjective(nn.Module):
         self.autocast = autocast
         self.injection_grad = injection_grad
 
-    def forward(self, ctx_ids, ctx_mask, input_ids, attention_mask, layers, label_rows, label_cols, label_targets,
-                inject_rows, inject_cols, inject_bounds, gathers):
+    def forward(self, ctx_ids=None, ctx_mask=None, input_ids=None, attention_mask=None, layers=None, label_rows=None,
+                label_cols=None, label_targets=None, inject_rows=None, inject_cols=None, inject_bounds=None,
+                gathers=None, call=None):
+        if call is not None:  # other work on the model, run inside this module's forward (see fsdp.run_in_root)
+            return call(self.model)
         acts = collect_groups(self.model, ctx_ids, ctx_mask, layers, autocast=self.autocast)
         vectors = gather_flat(acts, gathers, len(inject_rows))
         del acts  # only the gathered vectors live on through the oracle forward and backward

@@ -74,23 +74,40 @@ def uncompile_blocks(model) -> None:
             del block._ao_eager_forward
 
 
-def collate_for(cfg, rows, pad_id):
+def collate_for(cfg, rows, pad_id, *, sharded: bool = False, deepest: int | None = None):
+    """collate with the config's context grouping. `sharded` (FSDP): every rank must run the same
+    forwards, so the contexts go in one padded group and the context forward runs to `deepest`, the
+    deepest source layer of the whole global batch (not just of this rank's share)."""
     t = cfg.train
+    if sharded:
+        batch = collate(rows, pad_id, context_pad_tolerance=1.0)
+        if deepest is not None:
+            batch.layers = sorted(set(batch.layers) | {int(deepest)})
+        return batch
     return collate(rows, pad_id, context_pad_tolerance=t.context_pad_tolerance,
                    context_group_overhead=t.context_group_overhead)
 
 
-def train_step(acc, objective, opt, sched, micro_rows: list[list[dict]], pad_id: int, cfg, denom: float) -> dict:
+def _sharded(objective) -> bool:
+    from .fsdp import is_sharded
+
+    return is_sharded(objective)
+
+
+def train_step(acc, objective, opt, sched, micro_rows: list[list[dict]], pad_id: int, cfg, denom: float,
+               deepest: int | None = None) -> dict:
     """One optimiser step over this rank's micro-batches (lists of data rows). `denom`: labelled targets
-    of the whole global batch (the loss is their mean over all ranks). Returns the step's numbers,
-    summed over ranks: loss, per-task loss, oracle/context/pad/total tokens, grad norm, lr."""
+    of the whole global batch (the loss is their mean over all ranks); `deepest`: its deepest source
+    layer (needed under FSDP). Returns the step's numbers, summed over ranks: loss, per-task loss,
+    oracle/context/pad/total tokens, grad norm, lr."""
     world, dev = acc.num_processes, acc.device
+    sharded = _sharded(objective)
     n = len(TASKS) + 1  # the last slot: rows of any other task
     sums = torch.zeros(n, dtype=torch.float64, device=dev)
     counts = torch.zeros(n, dtype=torch.float64, device=dev)
     tokens = torch.zeros(4, dtype=torch.float64)  # oracle, context, pad, total
     for j, rows in enumerate(micro_rows):
-        batch = collate_for(cfg, rows, pad_id).to(dev)
+        batch = collate_for(cfg, rows, pad_id, sharded=sharded, deepest=deepest).to(dev)
         task_of_row = torch.tensor([TASKS.index(t) if t in TASKS else len(TASKS) for t in batch.tasks])
         task_of_row = task_of_row.to(dev, non_blocking=True)
         sync = contextlib.nullcontext() if j == len(micro_rows) - 1 else acc.no_sync(objective)
@@ -116,8 +133,8 @@ def train_step(acc, objective, opt, sched, micro_rows: list[list[dict]], pad_id:
     sums, counts, tokens = stats[:n], stats[n : 2 * n], stats[2 * n :]
     out = {"loss": float(sums.sum()) / denom, "lr": lr, "tokens": int(tokens[0]), "context_tokens": int(tokens[1]),
            "pad_tokens": int(tokens[2]), "total_tokens": int(tokens[3])}
-    if gnorm is not None:
-        out["grad_norm"] = float(gnorm)
+    if gnorm is not None:  # (a DTensor under FSDP)
+        out["grad_norm"] = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)
     for i, t in enumerate(TASKS):
         if counts[i] > 0:
             out[f"loss/{t}"] = float(sums[i] / counts[i])
@@ -129,7 +146,7 @@ def _is_oom(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and any(s in str(err) for s in ("out of memory", "can't allocate memory")))
 
 
-def preflight(acc, objective, rows: list[dict], pad_id: int, cfg, advice=None) -> None:
+def preflight(acc, objective, rows: list[dict], pad_id: int, cfg, advice=None, deepest: int | None = None) -> None:
     """Forward and backward on the longest batch before the first step, so that a run that cannot fit
     fails in seconds with advice instead of hours later. Takes no optimizer step and leaves gradients and
     every RNG as they were. `advice()` -> text (the memory plan's), asked for only on failure."""
@@ -139,7 +156,7 @@ def preflight(acc, objective, rows: list[dict], pad_id: int, cfg, advice=None) -
     rng = rng_state()
     failure = None
     try:
-        batch = collate_for(cfg, rows, pad_id).to(acc.device)
+        batch = collate_for(cfg, rows, pad_id, sharded=_sharded(objective), deepest=deepest).to(acc.device)
         ce, _ = objective(**batch_kwargs(batch))
         acc.backward(ce.sum() * 0.0)  # every gradient buffer is allocated; the values do not matter
         del ce, batch
