@@ -1,7 +1,7 @@
 """Training throughput on a GPU: our step against a reference-style loop on a Qwen3-8B-shaped model.
 
     python benchmarks/gpu_train.py                                  # defaults below, one H100
-    python benchmarks/gpu_train.py --grid "attn=sdpa;attn=sdpa,overhead=1024;attn=sdpa,compile=1"
+    python benchmarks/gpu_train.py --grid "attn=sdpa,overhead=0;attn=sdpa;attn=sdpa,compile=1"  # see README.md
     python benchmarks/gpu_train.py --smoke                          # CPU, tiny Qwen3, seconds (test suite)
     python benchmarks/gpu_train.py --write-lengths src/activation_oracles/builtin/paper_lengths.json  # CPU
 
@@ -66,10 +66,12 @@ def parse():
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured steps first (allocator, autotuning, compile)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's (16)")
     ap.add_argument("--grid", default="attn=sdpa",
-                    help="runs separated by ';', each comma-separated settings: attn=sdpa|eager|flash_attention_2, "
-                         "compile=0|1, overhead=N (train.context_group_overhead), tol=F (context_pad_tolerance), "
-                         "autocast=none|bf16")
+                    help="runs separated by ';', each comma-separated settings (unset: the preset's): "
+                         "attn=sdpa|eager|flash_attention_2, compile=0|1, overhead=N (train.context_group_overhead), "
+                         "tol=F (train.context_pad_tolerance), autocast=none|bf16")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference-style loop")
+    ap.add_argument("--plan-check", action="store_true",
+                    help="first, `ao plan`'s peak against a real step on its worst-case batch (99.9th-pct lengths)")
     ap.add_argument("--lengths", default=str(PAPER_LENGTHS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="tiny Qwen3 on the CPU, 1 warm-up + 1 step per run")
@@ -262,6 +264,8 @@ def main():
     model = build_model(cfg0, config, device, runs[0]["attn"])
     print(f"model built in {time.perf_counter() - t0:.1f}s", flush=True)
     pad_id = 0
+    if args.plan_check:
+        plan_check(model, cfg0, config, layers, device, acc, args)
     results, ref_done = [], set()
     for run in runs:
         if run["attn"] == "flash_attention_2" and not have_fa2:
@@ -306,6 +310,38 @@ def main():
         summary["best_ours"] = best["run"]
         summary["speedup_vs_reference"] = round(best["oracle_tokens_per_s"] / ref[0]["oracle_tokens_per_s"], 2)
     print(json.dumps(summary))
+
+
+def plan_check(model, cfg, config, layers, device, acc, args) -> dict:
+    """`ao plan`'s numbers for this model and recipe next to what a step on the same worst-case batch
+    really allocates (torch.cuda.max_memory_allocated: tensors only, so the plan's CUDA-context line is
+    left out of the comparison)."""
+    from activation_oracles.plan import CUDA_CONTEXT, plan_memory
+
+    t0 = time.perf_counter()
+    plan = plan_memory(cfg, gpus=1, gpu_memory_gb=None, cuda=device.type == "cuda")
+    plan_s = time.perf_counter() - t0
+    print(plan.report(), flush=True)
+    L = plan.lengths
+    rng = np.random.default_rng(1)
+    rows = [synthetic_row(rng, oracle=L["oracle"], context=L["context"], k=L["k"], labels=L["labels"],
+                          layer=layers[i % len(layers)], vocab=config.vocab_size) for i in range(plan.micro_batch)]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    out = {"run": "plan_check", "plan_seconds": round(plan_s, 1), "plan_gb": round(plan.total / 1e9, 2)}
+    try:
+        run_ours(model, cfg, [rows, rows], 0, device, 1, acc)
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device)
+            out.update(measured_peak_allocated_gb=round(peak / 1e9, 2),
+                       measured_peak_reserved_gb=round(torch.cuda.max_memory_reserved(device) / 1e9, 2),
+                       plan_without_cuda_context_gb=round((plan.total - CUDA_CONTEXT) / 1e9, 2),
+                       plan_over_measured=round((plan.total - CUDA_CONTEXT) / peak, 3))
+    except torch.cuda.OutOfMemoryError as e:
+        out["error"] = f"out of memory: {e}"[:300]
+    print(json.dumps(out), flush=True)
+    return out
 
 
 # ----------------------------------------------------------------------------- the length sample

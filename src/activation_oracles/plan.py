@@ -226,6 +226,13 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
     # (autocast cannot run on meta: under bf16 autocast the tensors saved for backward are bf16 copies,
     # which a bf16 model saves too)
     model = _meta_model(cfg, config, torch.bfloat16 if t.autocast == "bf16" else dtype, attn)
+    lora = [p for p in model.parameters() if p.requires_grad]
+    lora_n = sum(p.numel() for p in lora)
+    lora_bytes = float(sum(p.numel() * p.element_size() for p in lora))
+    lora_dtype = str(lora[0].dtype).replace("torch.", "") if lora else ""
+    if t.autocast == "bf16":  # (and PEFT's float32 LoRA layers then see bf16 inputs, which they keep)
+        for p in lora:
+            p.data = p.data.to(torch.bfloat16)
     objective = OracleObjective(model, hook_layer=t.hook_layer, coefficient=t.coefficient,
                                 injection_grad=t.injection_grad)
     batch = _worst_batch(lengths, micro, layers, text.vocab_size)
@@ -252,9 +259,6 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
             weights += p.numel() * (qbytes if id(p) in block_linear else 4)
         else:
             weights += p.numel() * DTYPE_BYTES[dtype_name]
-    lora = [p for p in model.parameters() if p.requires_grad]
-    lora_n = sum(p.numel() for p in lora)
-    lora_bytes = float(sum(p.numel() * p.element_size() for p in lora))
 
     # gradient checkpointing keeps each block's input and recomputes one block at a time in backward
     hidden = text.hidden_size
@@ -270,8 +274,7 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
     fsdp = gpus > 1 and t.distributed == "fsdp"
     shard = gpus if fsdp else 1
     lines = [(f"base weights ({cfg.model.quantization or dtype_name}{', sharded' if fsdp else ''})", weights / shard),
-             (f"LoRA weights (r {cfg.lora.r}, {lora_n / 1e6:.1f} M, {lora[0].dtype if lora else ''})".replace("torch.", ""),
-              lora_bytes / shard),
+             (f"LoRA weights (r {cfg.lora.r}, {lora_n / 1e6:.1f} M, {lora_dtype})", lora_bytes / shard),
              ("LoRA gradients", lora_bytes / shard),
              ("AdamW state (2 per LoRA weight)", 2 * lora_bytes / shard)]
     if fsdp:  # one block gathered for compute and the next prefetched
