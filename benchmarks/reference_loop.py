@@ -20,20 +20,16 @@ import torch
 from activation_oracles.hooks import _adapters_off
 from activation_oracles.models import decoder_layers, unwrap
 from activation_oracles.prompt import IGNORE_INDEX
+from activation_oracles.steering import left_pad
 
 
 class _Stop(Exception):
     pass
 
 
-def _left_pad(seqs, pad_id, device, fill=None):
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id if fill is None else fill, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, n - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, n - len(s):] = 1
-    return ids.to(device), mask.to(device), [n - len(s) for s in seqs]
+def _left_pad(seqs, pad_id, device):
+    ids, mask, offs = left_pad(seqs, pad_id)
+    return ids.to(device), mask.to(device), offs
 
 
 def collect(model, rows, pad_id, device, autocast):
@@ -71,7 +67,7 @@ def reference_step(model, opt, rows, pad_id, *, hook_layer: int = 1, device="cpu
                 else contextlib.nullcontext())
     vectors = collect(model, rows, pad_id, dev, autocast)
     ids, mask, offs = _left_pad([r["input_ids"] for r in rows], pad_id, dev)
-    labels, _, _ = _left_pad([r["labels"] for r in rows], pad_id, dev, fill=IGNORE_INDEX)
+    labels, _, _ = _left_pad([r["labels"] for r in rows], IGNORE_INDEX, dev)
     positions = [[p + offs[i] for p in r["positions"]] for i, r in enumerate(rows)]
 
     def hook(module, args, output):

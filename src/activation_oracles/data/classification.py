@@ -15,8 +15,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import io
-from .schema import DataError, Row
+from . import builtin, io
+from .schema import NER_TYPES, DataError, Row
 
 YES_NO_PREFIX = "Answer with 'Yes' or 'No' only. "
 TRAIN_TASKS = ("geometry_of_truth", "relations", "sst2", "md_gender", "snli", "ner", "tense")
@@ -32,11 +32,6 @@ HF_IDS = {
 
 Item = tuple[str, frozenset]
 
-NER_TYPES = {
-    "geo": "a geographical location", "org": "an organization", "per": "a person",
-    "gpe": "a country or nationality", "tim": "a time or date", "art": "an artifact",
-    "eve": "an event", "nat": "a natural phenomenon",
-}
 AG_NEWS = {"1": "world news", "2": "sports", "3": "business", "4": "science and technology"}
 LANG_FIX = {"Portugeese": "Portuguese", "Sweedish": "Swedish"}
 WILI = {"ang": "Old English", "ara": "Arabic", "cym": "Welsh", "dan": "Danish", "deu": "German", "eng": "English",
@@ -51,12 +46,21 @@ QUESTIONS = {
               "Does this statement hold?", "Is this claim accurate?", "Is the statement above true?"],
     "sst2": {"positive": ["Is this a positive review?", "Is the sentiment here positive?", "Does the writer like it?",
                           "Is this text expressing a favourable opinion?", "Is the tone of this positive?",
-                          "Would you call this review positive?", "Is the author pleased?", "Is this praise?"],
+                          "Would you call this review positive?", "Is the author pleased?", "Is this praise?",
+                          "Is the sentiment of this text positive?", "Is this positive?",
+                          "Does this express a positive sentiment?", "Is the writer happy with it?"],
              "negative": ["Is this a negative review?", "Is the sentiment here negative?", "Does the writer dislike it?",
                           "Is this text expressing an unfavourable opinion?", "Is the tone of this negative?",
-                          "Would you call this review negative?", "Is the author displeased?", "Is this a complaint?"]},
+                          "Would you call this review negative?", "Is the author displeased?", "Is this a complaint?",
+                          "Is the sentiment of this text negative?", "Is this negative?",
+                          "Does this express a negative sentiment?", "Is the writer unhappy with it?"]},
     "md_gender": ["Is this sentence about a {} person?", "Is the person described here {}?", "Is the subject {}?",
                   "Does this text talk about someone {}?", "Is this about a {} individual?", "Is the main person {}?", "Is the text about someone {}?", "Would you say the person here is {}?", "Is a {} person the focus of this?"],
+    # Class-specific wording, so that "is it about a woman?" is asked as users ask it.
+    "md_gender_words": {"female": ["Is this text about a woman?", "Is this sentence about a woman or a girl?",
+                                   "Is the person in this text a woman?", "Is this about a woman?"],
+                        "male": ["Is this text about a man?", "Is this sentence about a man or a boy?",
+                                 "Is the person in this text a man?", "Is this about a man?"]},
     "snli": ["Does the second sentence follow from the first?", "Is the second sentence consistent with the first?",
              "Do these two sentences agree?", "Is the second statement implied by the first?",
              "Does the first sentence support the second?", "Is this follow-up logically consistent?", "Can the second sentence be true if the first is?", "Does the second sentence agree with the first?", "Is the second claim supported by the first?"],
@@ -86,12 +90,24 @@ class TaskData:
     origin: str = ""
 
 
-def _templates(spec, classes: list[str]) -> dict[str, list[str]]:
+# Other words for a class name in "{}" templates ("Does this text mention {}?"), as users would say them.
+CLASS_WORDS = {"a geographical location": ["a geographical location", "a place", "a location"],
+               "an organization": ["an organization", "a company or organization"],
+               "a time or date": ["a time or date", "a date or time", "a time"],
+               "a person": ["a person", "a person's name", "a named person"]}
+
+
+def _templates(spec, classes: list[str], extra: dict | None = None) -> dict[str, list[str]]:
     if isinstance(spec, dict):
-        return {c: list(spec[c]) for c in classes if c in spec}
-    if any("{}" in t for t in spec):
-        return {c: [t.format(c) for t in spec] for c in classes}
-    return {"true": list(spec)}
+        out = {c: list(spec[c]) for c in classes if c in spec}
+    elif any("{}" in t for t in spec):
+        out = {c: [t.format(w) for t in spec for w in CLASS_WORDS.get(c, [c])] for c in classes}
+    else:
+        out = {"true": list(spec)}
+    for c, qs in (extra or {}).items():
+        if c in out:
+            out[c] += [q for q in qs if q not in out[c]]
+    return out
 
 
 def _bool_items(pairs) -> list[Item]:
@@ -266,8 +282,6 @@ def load_task(name: str, source: str | Path, seed: int = 0) -> TaskData:
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     root = None
     if str(source) == "builtin":
-        from . import builtin
-
         items, spec = builtin.classification_items(name), QUESTIONS.get(name)
     elif str(source) == "hub":
         items, spec = _load_hub(name), QUESTIONS[name]
@@ -291,7 +305,7 @@ def load_task(name: str, source: str | Path, seed: int = 0) -> TaskData:
     classes = sorted(set().union(*(ys for _, ys in uniq)) | ({"true"} if _is_truth(spec) else set()))
     if isinstance(spec, dict):
         classes = sorted(set(classes) | set(spec))
-    templates = _templates(spec, classes)
+    templates = _templates(spec, classes, QUESTIONS.get(f"{name}_words"))
     if not templates:
         raise DataError(f"task {name!r}: question templates match none of the classes {classes}")
     return TaskData(name, uniq, templates, origin=str(source))
@@ -366,6 +380,7 @@ class ClassificationPlan:
     seed: int
     test_contexts: int = 0
     train_contexts: int = 0
+    yes_no_prefix: float = 1.0  # share of questions that start with YES_NO_PREFIX
     _pool: list = field(default_factory=list, repr=False)
 
     def contexts_needed(self, split: str) -> int:
@@ -386,12 +401,12 @@ def split_count(n: int, shares: dict[str, float]) -> dict[str, int]:
 
 
 def plan_task(task: TaskData, *, layers, train_count, test_count, shares, eval_only,
-              allow_recycle, seed, variants=None) -> ClassificationPlan:
+              allow_recycle, seed, variants=None, yes_no_prefix: float = 1.0) -> ClassificationPlan:
     """`shares`: train share per variant name; every variant named gets `test_count` test examples."""
     variants = variants or {"single": SINGLE, "multi": MULTI, "full": FULL}
     counts = {("train", v): c for v, c in split_count(0 if eval_only else train_count, shares).items()}
     counts.update({("test", v): test_count for v in shares})  # held-out sets per variant
-    plan = ClassificationPlan(task, list(layers), counts, variants, allow_recycle, seed)
+    plan = ClassificationPlan(task, list(layers), counts, variants, allow_recycle, seed, yes_no_prefix=yes_no_prefix)
     n_items = len(task.items)
     need_test = plan.contexts_needed("test")
     if eval_only:
@@ -415,7 +430,7 @@ def plan_task(task: TaskData, *, layers, train_count, test_count, shares, eval_o
     return plan
 
 
-def _ask(rng, templates: dict[str, list[str]], ys: frozenset) -> tuple[str, str, str]:
+def _ask(rng, templates: dict[str, list[str]], ys: frozenset, prefix_share: float = 1.0) -> tuple[str, str, str]:
     classes = list(templates)
     yes = [c for c in classes if c in ys]
     no = [c for c in classes if c not in ys]
@@ -424,7 +439,11 @@ def _ask(rng, templates: dict[str, list[str]], ys: frozenset) -> tuple[str, str,
     pool = yes if pick_yes else no
     c = pool[int(rng.integers(len(pool)))]
     tl = templates[c]
-    return YES_NO_PREFIX + tl[int(rng.integers(len(tl)))], "Yes" if pick_yes else "No", c
+    q = tl[int(rng.integers(len(tl)))]
+    # Users ask "Is it positive?" without the format instruction: some questions go without it.
+    if prefix_share >= 1 or rng.random() < prefix_share:
+        q = YES_NO_PREFIX + q
+    return q, "Yes" if pick_yes else "No", c
 
 
 def task_rows(plan: ClassificationPlan, renderer, split: str) -> Iterator[Row]:
@@ -451,7 +470,7 @@ def task_rows(plan: ClassificationPlan, renderer, split: str) -> Iterator[Row]:
                     for _ in range(v.questions_per_context):
                         if emitted == count:
                             break
-                        q, a, c = _ask(rng, plan.task.templates, ys)
+                        q, a, c = _ask(rng, plan.task.templates, ys, plan.yes_no_prefix)
                         pos = draw_window(rng, first, last, v, len(ids))
                         yield Row("classification", name, q, ids, pos, layer, a, vname, c)
                         emitted += 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from .builtin import BUILTIN_EVAL_TASKS, BUILTIN_TRAIN_TASKS
 from .classification import ALL_TASKS, CLS_VARIANTS, EVAL_TASKS, TRAIN_TASKS
 from .schema import DataError
 
@@ -50,6 +51,9 @@ class ClassificationConfig:
     # (every token of the read prompt, as `Oracle.ask` reads a text with positions="all"). Empty: the two
     # variants of single_multi_ratio. Every variant named here gets a test set, weight 0 included.
     variant_weights: dict[str, float] = field(default_factory=dict)
+    # Share of questions that start with "Answer with 'Yes' or 'No' only." (the rest are asked bare, as
+    # users ask them).
+    yes_no_prefix: float = 1.0
     # Per task, the only classes questions ask about (e.g. {sst2: [positive]}): the answer then reads
     # the activation alone instead of its interplay with the question; contexts are balanced so that
     # half the answers are Yes. Empty: every class, half the questions about a class the context has.
@@ -88,8 +92,6 @@ class MixtureConfig:
     @classmethod
     def builtin(cls, model: str = "smollm2-135m", scale: float = 1.0, seed: int = 0) -> "MixtureConfig":
         """The offline mixture from the project's own data (what `ao data build` builds with no CONFIG)."""
-        from .builtin import BUILTIN_EVAL_TASKS, BUILTIN_TRAIN_TASKS
-
         s = lambda n: max(1, int(round(n * scale)))  # noqa: E731
         return cls(
             model=model, seed=seed, allow_recycle=True,
@@ -165,6 +167,8 @@ class MixtureConfig:
                 raise DataError(f"classification.ask_classes.{t}={cl!r}: give a non-empty list of class names")
         if len(c.single_multi_ratio) != 2 or sum(c.single_multi_ratio) <= 0:
             raise DataError(f"classification.single_multi_ratio={c.single_multi_ratio}: give [single, multi]")
+        if not isinstance(c.yes_no_prefix, (int, float)) or not 0 <= c.yes_no_prefix <= 1:
+            raise DataError(f"classification.yes_no_prefix={c.yes_no_prefix!r}: give a share between 0 and 1")
         w = c.variant_weights
         if w and (not isinstance(w, dict) or set(w) - set(CLS_VARIANTS) or sum(w.values()) <= 0
                   or any(not isinstance(x, (int, float)) or x < 0 for x in w.values())):

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..fsutil import atomic_directory
 from ..models import layer_from_percent
+from . import builtin
 from . import classification as cls_mod
 from .config import MixtureConfig
 from .context_prediction import cp_rows, plan_cp
@@ -108,8 +109,6 @@ def _files_fingerprint(paths: list[str]) -> list:
 
 def mixture_key(cfg: MixtureConfig, tokenizer, n_layers: int) -> str:
     """Content hash of the resolved config, the tokenizer (with its chat template), the sources and the builder."""
-    from . import builtin
-
     payload = {
         "builder": BUILDER_VERSION,
         "builtin": builtin.BUILTIN_VERSION,
@@ -151,6 +150,7 @@ class Plan:
                 task = cls_mod.restrict_classes(task, c.ask_classes[name], seed=cfg.seed)
             self.cls.append(cls_mod.plan_task(task, layers=self.layers, train_count=n, test_count=c.test_count,
                                               shares=shares, eval_only=eval_only, variants=variants,
+                                              yes_no_prefix=c.yes_no_prefix,
                                               allow_recycle=cfg.allow_recycle, seed=cfg.seed))
         self.cp = None
         if cp.count or cp.test_count:

@@ -19,13 +19,13 @@ from tqdm.auto import tqdm
 
 from ..hooks import collect_activations
 from ..models import model_device
-from ..oracle import choose_answers, generate_answers, left_pad
-from ..prompt import IGNORE_INDEX
+from ..prompt import prompt_length
+from ..steering import choose_answers, generate_answers, left_pad
 from .probe import pool, probe_predictions
 from .scoring import score, wilson_interval
 
 METHODS = ("oracle", "untrained", "no_injection", "probe")
-VARIANTS = ("single", "multi")
+VARIANTS = ("single", "multi", "full")
 
 
 @dataclass
@@ -58,13 +58,19 @@ class GroupResult:
 
 
 def variant_of(row) -> str:
+    """The row's input variant (single token, a window, or the full prompt); older data without the
+    `full` variant is told apart by its number of positions."""
+    v = row.get("variant")
+    if v in VARIANTS:
+        return v
     return "single" if len(row["positions"]) == 1 else "multi"
 
 
 def group_rows(ds, *, tasks=None, max_per_group: int | None = None, seed: int = 0) -> dict[tuple[str, str], list[int]]:
-    """Indices of classification rows with a yes/no target, per (dataset, single|multi)."""
+    """Indices of classification rows with a yes/no target, per (dataset, variant)."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    cols = ds.select_columns(["task", "dataset", "positions", "target"])
+    names = [c for c in ("task", "dataset", "positions", "target", "variant") if c in ds.column_names]
+    cols = ds.select_columns(names)
     for i, r in enumerate(cols):
         if r["task"] != "classification" or (tasks and r["dataset"] not in tasks):
             continue
@@ -80,28 +86,54 @@ def group_rows(ds, *, tasks=None, max_per_group: int | None = None, seed: int = 
     return out
 
 
-@torch.no_grad()
+class SourceCache:
+    """Source activations (base weights, adapter off) per distinct (context, layer), collected once for
+    every group and method that reads them: the variants of a task and its probe share their contexts.
+    Contexts run in length-sorted batches, so padding stays small."""
+
+    def __init__(self, model, *, pad_id: int, batch_size: int = 32):
+        self.model, self.pad_id, self.batch_size = model, pad_id, batch_size
+        self.acts: dict[tuple[tuple[int, ...], int], torch.Tensor] = {}
+
+    @staticmethod
+    def _key(row) -> tuple[tuple[int, ...], int]:
+        return tuple(int(t) for t in row["context_input_ids"]), int(row["layer"])
+
+    @torch.no_grad()
+    def fill(self, rows) -> None:
+        todo = sorted({self._key(r) for r in rows} - set(self.acts), key=lambda k: (k[1], len(k[0])))
+        dev = model_device(self.model)
+        for s in range(0, len(todo), self.batch_size):
+            chunk = todo[s : s + self.batch_size]
+            ids, mask, offs = left_pad([list(c) for c, _ in chunk], self.pad_id)
+            acts = collect_activations(self.model, ids.to(dev), mask.to(dev), layers=sorted({lay for _, lay in chunk}))
+            for j, (ctx, layer) in enumerate(chunk):
+                self.acts[(ctx, layer)] = acts[layer][j, offs[j]:].float().cpu()
+
+    def vectors(self, rows) -> list[torch.Tensor]:
+        """Each row's [K, D] vectors at its context positions, float32 on CPU."""
+        self.fill(rows)
+        return [self.acts[self._key(r)][list(r["context_positions"])] for r in rows]
+
+
 def source_vectors(model, rows, *, batch_size: int = 32, pad_id: int = 0) -> list[torch.Tensor]:
     """Each row's [K, D] source activations (base weights, adapter off), float32 on CPU."""
-    out: list[torch.Tensor] = []
-    dev = model_device(model)
-    for s in range(0, len(rows), batch_size):
-        chunk = rows[s : s + batch_size]
-        ids, mask, offs = left_pad([list(r["context_input_ids"]) for r in chunk], pad_id)
-        acts = collect_activations(model, ids.to(dev), mask.to(dev), layers=sorted({r["layer"] for r in chunk}))
-        for j, r in enumerate(chunk):
-            pos = torch.tensor([offs[j] + p for p in r["context_positions"]], device=dev)
-            out.append(acts[r["layer"]][j, pos].float().cpu())
-    return out
+    return SourceCache(model, pad_id=pad_id, batch_size=batch_size).vectors(rows)
 
 
 def prompt_of(row) -> list[int]:
-    labels = row["labels"]
-    n = next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), len(labels))
-    return list(row["input_ids"][:n])
+    return list(row["input_ids"][: prompt_length(row["labels"])])
 
 
 SCORINGS = ("choice", "generate")
+
+
+def adapter_off(model, off: bool = True):
+    """The PEFT adapter switched off while active (the untrained oracle); a no-op when `off` is false or
+    the model has no adapter."""
+    if off and hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
+        return model.disable_adapter()
+    return contextlib.nullcontext()
 
 
 def answers(model, tokenizer, rows, vectors, *, hook_layer: int, adapter: bool, steer: bool,
@@ -111,11 +143,8 @@ def answers(model, tokenizer, rows, vectors, *, hook_layer: int, adapter: bool, 
     greedy would start with Yes or No); `"generate"`: greedy text, first word compared."""
     if scoring not in SCORINGS:
         raise ValueError(f"scoring={scoring!r}: use one of {SCORINGS}")
-    off = contextlib.nullcontext()
-    if not adapter and hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
-        off = model.disable_adapter()
     out: list[tuple[bool, bool]] = []
-    with off:
+    with adapter_off(model, not adapter):
         for s in range(0, len(rows), batch_size):
             chunk = rows[s : s + batch_size]
             args = (model, tokenizer, [prompt_of(r) for r in chunk], [list(r["positions"]) for r in chunk],
@@ -148,8 +177,10 @@ def evaluate_classification(
     seed: int = 0,
     progress: bool = True,
     scoring: str = "choice",
+    max_per_task: dict[str, int] | None = None,
 ) -> list[GroupResult]:
-    """Score every method on every (dataset, variant) group of `data["test"]`."""
+    """Score every method on every (dataset, variant) group of `data["test"]`. `max_per_task` caps the
+    questions of some datasets below `max_per_group` (e.g. held-out tasks, where fewer suffice)."""
     test = data["test"]
     train = data["train"] if "train" in data else None
     pad = tokenizer.pad_token_id
@@ -158,13 +189,16 @@ def evaluate_classification(
         raise ValueError("data['test'] holds no classification rows with Yes/No targets to evaluate"
                          + (f" for tasks={list(tasks)}" if tasks else ""))
     train_groups = group_rows(train, tasks=tasks, max_per_group=max_probe_train, seed=seed) if train is not None else {}
+    if max_per_task:
+        groups = {k: idx[: max_per_task.get(k[0], len(idx))] for k, idx in groups.items()}
     results = []
+    cache = SourceCache(model, pad_id=pad, batch_size=batch_size)
     bar = tqdm(groups.items(), desc="eval", disable=not progress)
     has_adapter = hasattr(model, "peft_config")
     for (dataset, variant), idx in bar:
         bar.set_postfix_str(f"{dataset}/{variant}")
         rows = [test[i] for i in idx]
-        vecs = source_vectors(model, rows, batch_size=batch_size, pad_id=pad)
+        vecs = cache.vectors(rows)
         res = GroupResult(dataset, variant, len(rows))
         settings = {"oracle": (True, True), "untrained": (False, True), "no_injection": (True, False)}
         for m in methods:
@@ -176,7 +210,7 @@ def evaluate_classification(
             res.scores[m] = MethodScore(correct=sum(c for _, c in got), formatted=sum(f for f, _ in got), n=len(rows))
         if "probe" in methods and (dataset, variant) in train_groups:
             tr_rows = [train[i] for i in train_groups[(dataset, variant)]]
-            tr_vecs = source_vectors(model, tr_rows, batch_size=batch_size, pad_id=pad)
+            tr_vecs = cache.vectors(tr_rows)
             y = np.array([r["target"].strip().lower() == "yes" for r in tr_rows], dtype=np.int64)
             pred = probe_predictions(pool(tr_vecs), y, [probe_key(r) for r in tr_rows],
                                      pool(vecs), [probe_key(r) for r in rows])
@@ -186,28 +220,56 @@ def evaluate_classification(
     return results
 
 
-def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_tasks=None) -> dict:
-    """Averages over the groups whose linear probe reaches `probe_threshold` (the demo's bar), among
-    the datasets in `bar_tasks` (default: all)."""
+# The demo's bar (issue 10): trained tasks with both classes asked, held-out tasks, context prediction.
+BAR = {"over_untrained": 0.20, "over_no_injection": 0.20, "probe_gap": 0.10, "heldout_over_untrained": 0.10}
+
+
+def _mean(results, method) -> float | None:
+    vals = [r.scores[method].acc for r in results if method in r.scores]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_tasks=None, heldout_tasks=None,
+              context_prediction: dict | None = None) -> dict:
+    """Averages and the demo's bar, in parts that hold or not on their own:
+    - trained: over the groups of `bar_tasks` (default all) whose linear probe reaches `probe_threshold`,
+      the oracle beats the untrained oracle and the no-injection control by 20 points and is within 10 of
+      the probe;
+    - heldout: over all groups of `heldout_tasks` (tasks never trained on), the oracle beats the untrained
+      oracle by 10 points;
+    - context_prediction: the oracle's first token matches the true next and previous token more often
+      than the untrained oracle's (`context_prediction` as returned by evaluate_context_prediction)."""
     eligible = [r for r in results if "probe" in r.scores and r.scores["probe"].acc >= probe_threshold
                 and (bar_tasks is None or r.dataset in bar_tasks)]
-    out = {"probe_threshold": probe_threshold, "eligible_groups": [f"{r.dataset}/{r.variant}" for r in eligible],
-           "bar_tasks": sorted(bar_tasks) if bar_tasks is not None else "all"}
+    out: dict = {"probe_threshold": probe_threshold, "eligible_groups": [f"{r.dataset}/{r.variant}" for r in eligible],
+                 "bar_tasks": sorted(bar_tasks) if bar_tasks is not None else "all", "thresholds": dict(BAR)}
     for m in METHODS:
-        vals = [r.scores[m].acc for r in eligible if m in r.scores]
-        out[f"mean_{m}"] = float(np.mean(vals)) if vals else None
-        allv = [r.scores[m].acc for r in results if m in r.scores]
-        out[f"mean_all_{m}"] = float(np.mean(allv)) if allv else None
+        out[f"mean_{m}"] = _mean(eligible, m)
+        out[f"mean_all_{m}"] = _mean(results, m)
+    out["per_variant"] = {v: {m: _mean([r for r in eligible if r.variant == v], m) for m in METHODS}
+                          for v in VARIANTS if any(r.variant == v for r in eligible)}
+    parts: dict[str, dict] = {}
     if eligible and out["mean_oracle"] is not None:
         o = out["mean_oracle"]
-        out["oracle_minus_untrained"] = o - out["mean_untrained"] if out["mean_untrained"] is not None else None
-        out["oracle_minus_no_injection"] = o - out["mean_no_injection"] if out["mean_no_injection"] is not None else None
-        out["probe_minus_oracle"] = out["mean_probe"] - o if out["mean_probe"] is not None else None
-        out["bar"] = {
-            "beats_untrained_by_20": bool(out["oracle_minus_untrained"] is not None and out["oracle_minus_untrained"] >= 0.20),
-            "beats_no_injection_by_15": bool(out["oracle_minus_no_injection"] is not None
-                                             and out["oracle_minus_no_injection"] >= 0.15),
-            "within_10_of_probe": bool(out["probe_minus_oracle"] is not None and out["probe_minus_oracle"] <= 0.10),
-        }
-        out["bar"]["met"] = all(out["bar"].values())
+        gap = lambda m: o - out[f"mean_{m}"] if out[f"mean_{m}"] is not None else None  # noqa: E731
+        out["oracle_minus_untrained"], out["oracle_minus_no_injection"] = gap("untrained"), gap("no_injection")
+        out["probe_minus_oracle"] = -gap("probe") if gap("probe") is not None else None
+        t = {"beats_untrained": out["oracle_minus_untrained"] is not None
+                                and out["oracle_minus_untrained"] >= BAR["over_untrained"],
+             "beats_no_injection": out["oracle_minus_no_injection"] is not None
+                                   and out["oracle_minus_no_injection"] >= BAR["over_no_injection"],
+             "near_probe": out["probe_minus_oracle"] is not None and out["probe_minus_oracle"] <= BAR["probe_gap"]}
+        parts["trained"] = {**t, "met": all(t.values())}
+    held = [r for r in results if heldout_tasks and r.dataset in heldout_tasks]
+    if held:
+        o, u = _mean(held, "oracle"), _mean(held, "untrained")
+        parts["heldout"] = {"groups": [f"{r.dataset}/{r.variant}" for r in held], "mean_oracle": o,
+                            "mean_untrained": u, "mean_no_injection": _mean(held, "no_injection"),
+                            "met": o is not None and u is not None and o - u >= BAR["heldout_over_untrained"]}
+    if context_prediction:
+        cp = {d: {m: s.to_dict() for m, s in ms.items()} for d, ms in context_prediction.items()}
+        parts["context_prediction"] = {**cp, "met": all(ms["oracle"]["acc"] > ms["untrained"]["acc"]
+                                                          for ms in cp.values())}
+    if parts:
+        out["bar"] = {**parts, "met": all(p["met"] for p in parts.values())}
     return out

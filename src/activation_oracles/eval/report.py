@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .classification import METHODS, GroupResult
 
+VARIANT_LABELS = {"single": "single token", "multi": "multi-token window", "full": "whole prompt (all tokens)"}
 LABELS = {"oracle": "trained oracle", "untrained": "untrained oracle", "no_injection": "no injection",
           "probe": "linear probe"}
 
@@ -95,6 +96,43 @@ SCORING_NOTE = {
 }
 
 
+def _holds(ok: bool) -> str:
+    return "**holds**" if ok else "**does not hold**"
+
+
+def bar_markdown(summary: dict) -> list[str]:
+    """The bar, part by part, each saying plainly whether it holds."""
+    b, th = summary["bar"], summary.get("thresholds", {})
+    lines = ["## The bar, part by part", ""]
+    if "trained" in b:
+        t = b["trained"]
+        lines += [f"1. Trained tasks, questions about every class (held-out contexts, the "
+                  f"{len(summary['eligible_groups'])} groups whose probe reaches {summary['probe_threshold']:.0%}): "
+                  f"{_holds(t['met'])}. Oracle {summary['mean_oracle']:.3f}: "
+                  f"{summary['oracle_minus_untrained']:+.3f} over the untrained oracle (need "
+                  f"+{th.get('over_untrained', 0.2):.2f}), {summary['oracle_minus_no_injection']:+.3f} over no injection "
+                  f"(need +{th.get('over_no_injection', 0.2):.2f}), {summary['probe_minus_oracle']:.3f} below the "
+                  f"linear probe (need at most {th.get('probe_gap', 0.1):.2f})."]
+        for v, ms in summary.get("per_variant", {}).items():
+            vals = ", ".join(f"{LABELS[m]} {x:.3f}" for m, x in ms.items() if x is not None)
+            lines.append(f"   - {VARIANT_LABELS.get(v, v)}: {vals}")
+    if "heldout" in b:
+        h = b["heldout"]
+        lines.append(f"2. Held-out tasks never trained on ({len(h['groups'])} groups): {_holds(h['met'])}. "
+                     f"Oracle {h['mean_oracle']:.3f} vs untrained {h['mean_untrained']:.3f} "
+                     f"({h['mean_oracle'] - h['mean_untrained']:+.3f}, need "
+                     f"+{th.get('heldout_over_untrained', 0.1):.2f}); no injection {h['mean_no_injection']:.3f}.")
+    if "context_prediction" in b:
+        cp = b["context_prediction"]
+        rates = "; ".join(f"{'next' if d == 'future' else 'previous'} token: oracle {ms['oracle']['acc']:.3f} "
+                          f"[{ms['oracle']['ci_low']:.2f}, {ms['oracle']['ci_high']:.2f}] vs untrained "
+                          f"{ms['untrained']['acc']:.3f} (n={ms['oracle']['n']})"
+                          for d, ms in cp.items() if d != "met")
+        lines.append(f"3. Context prediction, first predicted token = the true one: {_holds(cp['met'])}. {rates}.")
+    lines += ["", f"All parts above: {_holds(b['met'])}."]
+    return lines
+
+
 def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict, *, title: str = "Oracle evaluation",
                  metrics_path: str | Path | None = None, extra_md: str = "", meta: dict | None = None) -> Path:
     """report.md + results.json + accuracy.png (+ loss.png when training metrics are given)."""
@@ -130,13 +168,7 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
         lines.append(f"- {LABELS[m]}: mean over those groups {v:.3f}, over all groups {a:.3f}" if v is not None and a is not None
                      else f"- {LABELS[m]}: over all groups {a:.3f}" if a is not None else f"- {LABELS[m]}: –")
     if "bar" in summary:
-        b = summary["bar"]
-        lines += ["", f"- trained minus untrained oracle: {summary['oracle_minus_untrained']:+.3f} "
-                      f"({'meets' if b['beats_untrained_by_20'] else 'misses'} the +0.20 bar)",
-                  f"- trained oracle minus no-injection control: {summary['oracle_minus_no_injection']:+.3f} "
-                  f"({'meets' if b['beats_no_injection_by_15'] else 'misses'} the +0.15 bar)",
-                  f"- linear probe minus trained oracle: {summary['probe_minus_oracle']:+.3f} "
-                  f"({'meets' if b['within_10_of_probe'] else 'misses'} the 0.10 bar)"]
+        lines += ["", *bar_markdown(summary)]
     lines += ["", "![accuracy](accuracy.png)"]
     if loss_png:
         lines += ["", "![training loss](loss.png)"]

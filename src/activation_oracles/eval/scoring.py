@@ -31,4 +31,5 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # min/max with p: at p = 0 or 1 rounding would otherwise leave p a hair outside its own interval
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))

@@ -28,8 +28,8 @@ import torch
 
 from .batching import StagedStream
 from .checkpoint import (
-    CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, seal, set_rng_state,
-    staging_dir, staging_path, verify,
+    CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state, verify,
+    write_manifest,
 )
 from .config import ConfigError, TrainConfig, load_config
 from .dataset import build_configured_mixture, check_data_tokenizer, open_split, open_train_data, resolve_data_dir
@@ -334,29 +334,40 @@ def _adapter_state(raw_objective, fsdp):
 
 
 def _save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir, layers, fsdp) -> None:
-    """Every rank writes its own RNG state (and under FSDP its optimizer shard) into the staging
-    directory; rank 0 adds the adapter, scheduler and cursor, then seals and renames it."""
-    final = run_dir / "checkpoints" / f"step_{step}"
-    tmp = staging_dir(final) if acc.is_main_process else staging_path(final)
-    acc.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng_rank{acc.process_index}.pt")
-    if fsdp:
-        from .fsdp import save_optimizer
+    """Every rank writes its own RNG state (and under FSDP its optimizer shard) into rank 0's staging
+    directory; rank 0 adds the adapter, scheduler and cursor, seals it and renames it into place."""
+    import contextlib
 
-        save_optimizer(raw_objective, opt, tmp / "optimizer")
-    state = _adapter_state(raw_objective, fsdp)
-    if acc.is_main_process:
-        save_adapter(raw_objective.model, tmp, ao_config(cfg, layers=layers, step=step), state_dict=state)
-        if not fsdp:
-            torch.save(opt.state_dict(), tmp / "optimizer.pt")  # DDP: identical on every rank
-        torch.save(sched.state_dict(), tmp / "scheduler.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({
-            "step": step, **stream.state_dict(), "world_size": acc.num_processes,
-            "seed": cfg.train.seed, "batch_size": cfg.train.batch_size, "fsdp": fsdp,
-        }, indent=1))
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        seal(tmp, final, manifest_meta={"step": step})
+    from accelerate.utils import broadcast_object_list
+
+    from ..fsutil import atomic_directory
+
+    main = acc.is_main_process
+    final = run_dir / "checkpoints" / f"step_{step}"
+    with atomic_directory(final, fsync=True) if main else contextlib.nullcontext() as tmp:
+        where = [str(tmp) if main else None]
+        if acc.num_processes > 1:
+            broadcast_object_list(where)
+        tmp = Path(where[0])
+        torch.save(rng_state(), tmp / f"rng_rank{acc.process_index}.pt")
+        if fsdp:
+            from .fsdp import save_optimizer
+
+            save_optimizer(raw_objective, opt, tmp / "optimizer")
+        state = _adapter_state(raw_objective, fsdp)
+        if main:
+            save_adapter(raw_objective.model, tmp, ao_config(cfg, layers=layers, step=step), state_dict=state)
+            if not fsdp:
+                torch.save(opt.state_dict(), tmp / "optimizer.pt")  # DDP: identical on every rank
+            torch.save(sched.state_dict(), tmp / "scheduler.pt")
+            (tmp / "trainer_state.json").write_text(json.dumps({
+                "step": step, **stream.state_dict(), "world_size": acc.num_processes,
+                "seed": cfg.train.seed, "batch_size": cfg.train.batch_size, "fsdp": fsdp,
+            }, indent=1))
+        acc.wait_for_everyone()  # every rank's files are in before the manifest seals them
+        if main:
+            write_manifest(tmp, {"step": step})
+    if main:
         prune(run_dir, cfg.output.keep_last)
     acc.wait_for_everyone()
 
