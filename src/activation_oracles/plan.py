@@ -344,11 +344,10 @@ def plan_command(
     download): one line per component, whether it fits, and which setting to change if not."""
     import json
 
-    from .train.cli import _parse_set
-    from .train.config import ConfigError, load_config
+    from .train.config import ConfigError, load_config, parse_set
 
     try:
-        plan = plan_memory(load_config(config, _parse_set(set_)), gpus=gpus, gpu_memory_gb=gpu_memory, data=data)
+        plan = plan_memory(load_config(config, parse_set(set_)), gpus=gpus, gpu_memory_gb=gpu_memory, data=data)
     except (ConfigError, ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -207,6 +207,17 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any] | None) -> Train
     return from_dict(d)
 
 
+def parse_set(items: list[str] | None) -> dict[str, str]:
+    """`--set section.key=value` arguments -> an overrides dict (values parsed by apply_overrides)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError("--set", f"{item!r}: use section.key=value (e.g. optim.weight_decay=0)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
 def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
