@@ -25,7 +25,9 @@ def test_presets_ship_and_paper_values():
     from activation_oracles.train.dataset import builtin_mixture_config
 
     mix = builtin_mixture_config(cpu)
-    assert mix.layer_percents == [50] and mix.classification.ask_classes["sst2"] == ["positive"]
+    assert mix.layer_percents == [50] and mix.classification.train_tasks == ["sst2", "md_gender", "ner", "tense"]
+    assert mix.classification.variant_weights == {"single": 1, "multi": 1, "full": 1}  # the preset's, not the default
+    assert mix.classification.multi.max_window == 30 and mix.classification.yes_no_prefix == 0.5
     with pytest.raises(ConfigError, match="data.builtin_mixture"):
         builtin_mixture_config(load_config("cpu-smollm2", {"data.builtin_mixture": "{classification: {nope: 1}}"}))
 
@@ -46,6 +48,7 @@ def test_overrides_and_yaml_file(tmp_path):
     ("cpu-smollm2", {"train.nonsense": 1}, "train.nonsense"),
     ("cpu-smollm2", {"optim.schedule": "cosine"}, "optim.schedule"),
     ("cpu-smollm2", {"train.injection_grad": "full"}, "train.injection_grad"),
+    ("paper-llama3.3-70b", {"train.distributed": "fsdp"}, "train.distributed"),
     ("cpu-smollm2", {"data.task_weights": "{classification: -1}"}, "data.task_weights"),
     ("cpu-smollm2", {"data.task_weights": "{spqa: 0}"}, "data.task_weights"),
     ("cpu-smollm2", {"data.curriculum": "{steps: 5}"}, "data.curriculum"),
