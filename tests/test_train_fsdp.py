@@ -5,18 +5,11 @@ one process trains on the same global batches."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+from test_train_helpers import TORCHRUN, tiny_model_and_mixture, torchrun_train
 
 
 def _cfg(model_dir, out, distributed="fsdp"):
@@ -31,10 +24,8 @@ def _cfg(model_dir, out, distributed="fsdp"):
 
 
 def _launch(cfg_file, mix, port, env_extra=None, resume=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    args = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port), "-m", "activation_oracles.train"]
-    args += ["--resume", str(resume)] if resume else [str(cfg_file), "--data", str(mix)]
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    args = ["--resume", str(resume)] if resume else [str(cfg_file), "--data", str(mix)]
+    return torchrun_train(args, port, env_extra)
 
 
 def _rows(run):
@@ -43,17 +34,12 @@ def _rows(run):
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found")
 def test_two_process_fsdp_shards_evaluates_resumes_and_matches_one_process(tmp_path, smol_tokenizer):
-    from conftest import make_tiny_model
     from safetensors.torch import load_file
-    from test_train_helpers import make_dataset
     from torch.distributed.checkpoint import FileSystemReader
 
     from activation_oracles.train import train
 
-    model_dir = tmp_path / "tiny"
-    make_tiny_model("llama").save_pretrained(model_dir)
-    smol_tokenizer.save_pretrained(model_dir)
-    mix = make_dataset(smol_tokenizer, tmp_path / "mix")
+    model_dir, mix = tiny_model_and_mixture(tmp_path, smol_tokenizer)
     cfg_file = tmp_path / "fsdp.yaml"
     cfg_file.write_text(yaml.safe_dump(_cfg(model_dir, tmp_path / "fsdp")))
 
