@@ -1,6 +1,7 @@
 """`mode="tokens"` over N positions in one batched generate vs N separate single-position queries.
 
     .venv/bin/python benchmarks/ask_tokens.py [--positions 100] [--max-new-tokens 8]
+    .venv/bin/python benchmarks/ask_tokens.py --smoke     # 3 positions, 2 new tokens (the test suite's)
 
 Prints one JSON object as its last line: batched_s, separate_s, speedup.
 """
@@ -30,7 +31,10 @@ def main():
     ap.add_argument("--positions", type=int, default=100)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="3 positions, 2 new tokens")
     args = ap.parse_args()
+    if args.smoke:
+        args.positions, args.max_new_tokens = 3, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = ao.load_model("smollm2-135m", device="cpu")

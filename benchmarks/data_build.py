@@ -1,6 +1,7 @@
 """Build a paper-size mixture (1M examples) from local files and report time and peak memory.
 
     nice .venv/bin/python benchmarks/data_build.py [--root ../shared/data] [--scale 1.0] [--out DIR]
+    .venv/bin/python benchmarks/data_build.py --smoke     # scale 0.001 (the test suite's)
 
 Counts: SPQA 64,000, classification 7 x 48,000 (+ eval tasks' test sets), context prediction 600,000.
 The local sources are smaller than that, so items are recycled (`allow_recycle: true`); positions,
@@ -18,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from activation_oracles.data import MixtureConfig, build_mixture
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from activation_oracles.data import MixtureConfig, build_mixture  # noqa: E402
 
 
 def main() -> None:
@@ -28,7 +31,10 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every count (for quick checks)")
     ap.add_argument("--out", default=None, help="output dir (default: a temporary dir, removed afterwards)")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="--scale 0.001")
     args = ap.parse_args()
+    if args.smoke:
+        args.scale = 0.001
 
     cfg = MixtureConfig.paper(args.root)
     cfg.allow_recycle = True

@@ -100,3 +100,27 @@ def test_load_local_directory_and_gguf_file(smol, tmp_path):
     assert model.config.hidden_size == 576
     gguf = _embedded_gguf("smollm2-135m")
     assert resolve_spec(str(gguf)) == (str(gguf.parent), gguf.name)
+
+
+def test_device_map_and_max_memory_pass_through(tmp_path, smol_tokenizer, monkeypatch):
+    """Big-model placement reaches from_pretrained: with device_map the loader never moves the model itself."""
+    from conftest import make_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    d = tmp_path / "tiny"
+    make_tiny_model("llama").save_pretrained(d)
+    smol_tokenizer.save_pretrained(d)
+    model, _ = ao.load_model(str(d), device_map="auto", max_memory={"cpu": "2GiB"}, dtype="float32")
+    assert model.device.type == "cpu" and not model.training
+    seen = {}
+    real = AutoModelForCausalLM.from_pretrained
+
+    def spy(*a, **k):
+        seen.update(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    ao.load_model(str(d), device_map="balanced", max_memory={"cpu": "3GiB"}, dtype="float32")
+    assert seen["device_map"] == "balanced" and seen["max_memory"]["cpu"] in ("3GiB", 3 * 2**30)  # (parsed in place)
+    with pytest.raises(ValueError, match="max_memory only applies with device_map"):
+        ao.load_model(str(d), device="cpu", max_memory={"cpu": "2GiB"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from activation_oracles.train.batching import (
@@ -95,3 +96,76 @@ def test_chunk_by_length_bounds_padding():
         m = max(lengths[i] for i in g)
         assert all(lengths[i] >= 0.9 * m for i in g)
     assert chunk_by_length(lengths, 1.0) == [sorted(range(40), key=lambda i: -lengths[i])]
+
+
+def test_group_by_cost_is_optimal_and_bounded_by_its_extremes():
+    import itertools
+
+    from activation_oracles.train.batching import group_by_cost
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        lengths = [int(x) for x in rng.integers(5, 500, size=7)]
+
+        def cost(groups, overhead):
+            return sum(overhead + len(g) * max(lengths[i] for i in g) for g in groups)
+
+        order = sorted(range(7), key=lambda i: -lengths[i])
+        for overhead in (0, 50, 1000, 10**6):
+            groups = group_by_cost(lengths, overhead)
+            assert sorted(i for g in groups for i in g) == list(range(7))
+            best = min(cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, 7))], overhead)
+                       for k in range(7) for cuts in itertools.combinations(range(1, 7), k))
+            assert cost(groups, overhead) == best  # the exact optimum over contiguous cuts
+        assert group_by_cost(lengths, 10**6) == [order]  # launches dear: one padded batch
+        assert all(len({lengths[i] for i in g}) == 1 for g in group_by_cost(lengths, 0))  # free: no padding
+
+
+def test_collate_flat_indices_match_the_lists():
+    rows = [
+        dict(input_ids=[5, 6, 7, 8], labels=[-100, -100, 7, 8], positions=[1], context_input_ids=[1, 2, 3],
+             context_positions=[2], layer=1, task="a"),
+        dict(input_ids=[9, 9, 9, 9, 9, 9], labels=[-100] * 5 + [9], positions=[1, 2], context_input_ids=[4],
+             context_positions=[0, 0], layer=2, task="a"),
+    ]
+    b = collate(rows, pad_id=0, context_group_overhead=100)  # one group: padding 2 < 100
+    assert len(b.ctx_ids) == 1 and b.context_tokens == 4
+    sel = (b.labels[:, 1:] != -100).nonzero(as_tuple=True)
+    assert torch.equal(b.label_rows, sel[0]) and torch.equal(b.label_cols, sel[1])
+    assert b.label_targets.tolist() == [7, 8, 9]
+    assert b.inject_rows.tolist() == [0, 1, 1] and b.inject_cols.tolist() == [3, 1, 2] and b.inject_bounds == (1, 3)
+    # gathers fill the flat slots from (layer, group, row, position) exactly as src lists them
+    flat = {}
+    for layer, g, r, c, d in b.gathers:
+        for rr, cc, dd in zip(r.tolist(), c.tolist(), d.tolist()):
+            flat[dd] = (layer, g, rr, cc)
+    assert [flat[i] for i in range(3)] == [(1, 0, 0, 2), (2, 0, 1, 2), (2, 0, 1, 2)]
+
+
+def test_multi_layer_rows_fill_their_slots_layer_major():
+    """A multi-layer row's placeholders are one block per layer: its gathers read the same context
+    positions at each layer, in the order of its `layers` column; FSDP's context depth covers them all."""
+    from types import SimpleNamespace
+
+    from activation_oracles.train.batching import deepest_layer
+    from activation_oracles.train.step import collate_for
+
+    rows = [
+        dict(input_ids=[5, 6, 7, 8, 9], labels=[-100] * 4 + [9], positions=[1, 2, 3, 4], context_input_ids=[1, 2, 3],
+             context_positions=[1, 2], layer=1, layers=[3, 1], task="a"),
+        dict(input_ids=[5, 6, 7], labels=[-100, -100, 7], positions=[1], context_input_ids=[4, 5],
+             context_positions=[1], layer=2, task="a"),
+    ]
+    b = collate(rows, pad_id=0, context_pad_tolerance=1.0)  # one context group; the second context padded by 1
+    assert b.layers == [1, 2, 3] and b.src[0][0] == (3, 1)
+    flat = {}
+    for layer, g, r, c, d in b.gathers:
+        for rr, cc, dd in zip(r.tolist(), c.tolist(), d.tolist()):
+            flat[dd] = (layer, rr, cc)
+    assert [flat[i] for i in range(5)] == [(3, 0, 1), (3, 0, 2), (1, 0, 1), (1, 0, 2), (2, 1, 2)]
+    assert b.inject_rows.tolist() == [0, 0, 0, 0, 1] and b.inject_cols.tolist() == [1, 2, 3, 4, 3]
+    assert deepest_layer(rows) == 3 and deepest_layer(rows[1:]) == 2
+    cfg = SimpleNamespace(train=SimpleNamespace(context_pad_tolerance=0.1, context_group_overhead=0))
+    assert collate_for(cfg, rows[1:], 0, sharded=True, deepest=deepest_layer(rows)).layers == [2, 3]
+    with pytest.raises(ValueError, match=r"3 placeholders but 2 context positions x 2 layer"):
+        collate([dict(rows[0], positions=[1, 2, 3])], pad_id=0)

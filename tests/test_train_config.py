@@ -28,6 +28,8 @@ def test_presets_ship_and_paper_values():
     assert mix.layer_percents == [50] and mix.classification.train_tasks == ["sst2", "md_gender", "ner", "tense"]
     # every class is asked (issue 10); the curriculum only starts with one class per task
     assert not mix.classification.ask_classes and cpu.data.curriculum[0]["where"]["task"] == ["classification"]
+    assert mix.classification.variant_weights == {"single": 1, "multi": 1, "full": 1}  # the preset's, not the default
+    assert mix.classification.multi.max_window == 30 and mix.classification.yes_no_prefix == 0.5
     with pytest.raises(ConfigError, match="data.builtin_mixture"):
         builtin_mixture_config(load_config("cpu-smollm2", {"data.builtin_mixture": "{classification: {nope: 1}}"}))
 
@@ -48,6 +50,7 @@ def test_overrides_and_yaml_file(tmp_path):
     ("cpu-smollm2", {"train.nonsense": 1}, "train.nonsense"),
     ("cpu-smollm2", {"optim.schedule": "cosine"}, "optim.schedule"),
     ("cpu-smollm2", {"train.injection_grad": "full"}, "train.injection_grad"),
+    ("paper-llama3.3-70b", {"train.distributed": "fsdp"}, "train.distributed"),
     ("cpu-smollm2", {"data.task_weights": "{classification: -1}"}, "data.task_weights"),
     ("cpu-smollm2", {"data.task_weights": "{spqa: 0}"}, "data.task_weights"),
     ("cpu-smollm2", {"data.curriculum": "{steps: 5}"}, "data.curriculum"),

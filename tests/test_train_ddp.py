@@ -4,19 +4,13 @@ process saves for the same global batch."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from test_train_helpers import TORCHRUN, tiny_model_and_mixture, torchrun_train
 
 from activation_oracles.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cfg(model_dir, out):
@@ -30,24 +24,14 @@ def _cfg(model_dir, out):
     }
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None
-                    and shutil.which("torchrun") is None, reason="torchrun not found")
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not found")
 def test_two_process_ddp_matches_one_process(tmp_path, smol_tokenizer):
-    from conftest import make_tiny_model
     from safetensors.torch import load_file
-    from test_train_helpers import make_dataset
 
-    model_dir = tmp_path / "tiny"
-    make_tiny_model("llama").save_pretrained(model_dir)
-    smol_tokenizer.save_pretrained(model_dir)
-    mix = make_dataset(smol_tokenizer, tmp_path / "mix")
+    model_dir, mix = tiny_model_and_mixture(tmp_path, smol_tokenizer)
     cfg_file = tmp_path / "ddp.yaml"
     cfg_file.write_text(yaml.safe_dump(_cfg(model_dir, tmp_path / "ddp")))
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m",
-                        "activation_oracles.train", str(cfg_file), "--data", str(mix)],
-                       env=env, capture_output=True, text=True, timeout=300)
+    p = torchrun_train([str(cfg_file), "--data", str(mix)], 29517, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     ddp = tmp_path / "ddp"
     assert p.stdout.count("adapter:") == 2  # both ranks finished

@@ -1,9 +1,16 @@
 """Test helper (no tests here): a small oracle mixture with the data module's schema, built from
-hand-written sentences and yes/no questions, saved with save_to_disk."""
+hand-written sentences and yes/no questions, saved with save_to_disk; and two-process CPU training runs."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
 
 POSITIVE = [
     "I loved this film, it was wonderful.", "What a delightful and charming story.",
@@ -51,3 +58,20 @@ def make_dataset(tokenizer, out: Path, *, layers=(1, 2), repeat=1) -> Path:
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(train), "test": datasets.Dataset.from_list(test)})
     dd.save_to_disk(str(out))
     return out
+
+
+def tiny_model_and_mixture(tmp_path: Path, tokenizer) -> tuple[Path, Path]:
+    """A tiny random Llama saved with `tokenizer` (tmp_path/tiny) and the toy mixture (tmp_path/mix)."""
+    from conftest import make_tiny_model
+
+    model_dir = tmp_path / "tiny"
+    make_tiny_model("llama").save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir, make_dataset(tokenizer, tmp_path / "mix")
+
+
+def torchrun_train(args: list[str], port: int, env_extra: dict | None = None, timeout: int = 600):
+    """`torchrun --nproc_per_node 2 -m activation_oracles.train ARGS`: two CPU processes (gloo)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port), "-m", "activation_oracles.train", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -10,6 +10,7 @@ import typer
 
 from .data.cli import app as data_app
 from .eval.cli import register as register_eval
+from .plan import register as register_plan
 from .train.cli import register as register_train
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 register_train(app)
 register_eval(app)
+register_plan(app)
 
 
 @app.command()

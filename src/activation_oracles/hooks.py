@@ -77,17 +77,37 @@ def inject(
     """While active, the output of decoder block `hook_layer` at each (row b, position p) becomes
     h + coefficient * ||h|| * v / ||v||. Only prefill passes are steered; cached decode steps
     (one new token) pass through untouched. `grad`: see `steer`."""
+    rows, cols, vecs = flatten_injection(vectors, positions)
+    with inject_flat(model, rows, cols, vecs, hook_layer=hook_layer, coefficient=coefficient, grad=grad):
+        yield
+
+
+@contextlib.contextmanager
+def inject_flat(
+    model: nn.Module,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    vecs: torch.Tensor,
+    *,
+    hook_layer: int = 1,
+    coefficient: float = 1.0,
+    grad: str = "detached",
+    bounds: tuple[int, int] | None = None,
+):
+    """`inject` on flat index tensors: vecs[i] goes to (rows[i], cols[i]). `bounds` = (max row, max col),
+    when the caller knows them, spares reading device tensors back (a GPU sync) for the range check."""
     layers = decoder_layers(model)
     check_layer(len(layers), hook_layer, "hook_layer")
     if grad not in INJECTION_GRADS:
         raise ValueError(f"grad={grad!r}: use one of {', '.join(INJECTION_GRADS)}")
-    rows, cols, vecs = flatten_injection(vectors, positions)
     d = hidden_size(model)
     if vecs.shape[-1] != d:
         raise ValueError(f"vectors have width {vecs.shape[-1]} but the model's hidden size is {d}")
-    if (cols < 0).any():
-        raise ValueError("positions must be non-negative indices into the padded batch")
-    max_row, max_col = int(rows.max()), int(cols.max())
+    if bounds is None:
+        if (cols < 0).any():
+            raise ValueError("positions must be non-negative indices into the padded batch")
+        bounds = (int(rows.max()), int(cols.max()))
+    max_row, max_col = bounds
     cache: dict[torch.device, tuple] = {}
 
     def hook(module, args, output):
@@ -175,7 +195,7 @@ def collect_activations(
                 inner.eval()
             try:
                 kwargs = {}
-                if attention_mask is not None and not bool(attention_mask.all()):
+                if attention_mask is not None:  # (for a mask without padding these are the default positions)
                     kwargs["position_ids"] = position_ids_from_mask(attention_mask)
                 inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
             except _StopForward:

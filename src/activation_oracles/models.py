@@ -52,11 +52,11 @@ def _strip_gguf_quantizer(model) -> None:
     model.is_quantized = False
 
 
-def _load_gguf(path: Path, dtype):
+def _load_gguf(path: Path, dtype, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype, **kwargs)
     _strip_gguf_quantizer(model)
     return model, tok
 
@@ -101,6 +101,35 @@ def resolve_spec(spec: str) -> tuple[str, str | None]:
     )
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "builtin" / "model_configs"
+
+
+def shipped_config(spec: str) -> Path | None:
+    """A config.json shipped with the package for a hub id (the paper presets' models), or None."""
+    p = SHIPPED_CONFIGS / (spec.replace("/", "--") + ".json")
+    return p if _looks_like_hub_id(spec) and p.is_file() else None
+
+
+def model_config(spec: str, *, revision: str | None = None, trust_remote_code: bool = False):
+    """The model's config alone (no weights): a local directory's or GGUF's, the copy shipped for the
+    paper presets' hub models (works offline), else the hub's (AutoConfig, network or cache)."""
+    from transformers import AutoConfig
+
+    shipped = shipped_config(spec) if revision is None else None
+    if shipped is not None:
+        import json
+
+        d = json.loads(shipped.read_text())
+        return AutoConfig.for_model(d.pop("model_type"), **d)
+    where, gguf = resolve_spec(spec)
+    kw = {"gguf_file": gguf} if gguf else {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        return AutoConfig.from_pretrained(where, **kw)
+    except OSError as e:
+        raise OSError(f"spec={spec!r}: no config found offline and none could be downloaded ({e}); give a local "
+                      "directory with its config.json") from e
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -109,12 +138,6 @@ def default_dtype(device: str) -> torch.dtype:
     if str(device).startswith("cuda") and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
-
-
-def attention_implementation(device: str) -> str:
-    if str(device).startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
 
 
 def _quantization_config(quantization: str | None, device: str):
@@ -152,15 +175,19 @@ def load_model(
     quantization: str | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    attn_implementation: str | None = None,
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
 ):
     """Load a causal LM and its tokenizer from an embedded name, a directory, a .gguf file or a hub id.
 
+    `attn_implementation`: eager | sdpa | flash_attention_2; None picks the family's (families.py).
     `device_map` ("auto", "balanced", or {module: device}) and `max_memory` ({0: "70GiB", "cpu": "200GiB"})
-    spread a model too large for one GPU over several (Accelerate's big-model loading); `device` then
-    only chooses the default dtype."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    spread a model too large for one GPU over several (Accelerate's big-model loading); `device` is then
+    only used to choose the default dtype."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .families import check_attn_implementation, default_attn_implementation
 
     device = device or default_device()
     if isinstance(dtype, str):
@@ -169,29 +196,32 @@ def load_model(
     if max_memory is not None and device_map is None:
         raise ValueError("max_memory only applies with device_map (e.g. device_map='auto')")
     qconfig = _quantization_config(quantization, device)
+    check_attn_implementation(attn_implementation)
     where, gguf = resolve_spec(spec)
-    if gguf is not None:
-        if device_map is not None:
-            raise ValueError(f"spec={spec!r} is a GGUF file, loaded whole on one device; device_map needs a "
-                             "directory or hub id")
-        model, tok = _load_gguf(Path(where) / gguf, dtype)
-        model.to(device)
-    else:
-        kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
-        if device_map is not None:
-            kwargs.update(device_map=device_map, **({"max_memory": max_memory} if max_memory else {}))
-        if qconfig is not None:
-            kwargs.update(quantization_config=qconfig)
-            kwargs.setdefault("device_map", {"": device})
-        if str(device).startswith("cuda"):
-            kwargs["attn_implementation"] = attention_implementation(device)
-        try:
+    placement = {}
+    if device_map is not None:
+        placement = {"device_map": device_map, **({"max_memory": max_memory} if max_memory else {})}
+    elif qconfig is not None:
+        placement = {"device_map": {"": device}}
+    try:
+        cfg_kw = {"gguf_file": gguf} if gguf else {"trust_remote_code": trust_remote_code, "revision": revision}
+        config = AutoConfig.from_pretrained(where, **cfg_kw)
+        attn = attn_implementation or default_attn_implementation(config, device)
+        if gguf is not None:
+            model, tok = _load_gguf(Path(where) / gguf, dtype, **placement,
+                                    **({"attn_implementation": attn} if attn else {}))
+        else:
+            kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, revision=revision, **placement)
+            if attn:
+                kwargs["attn_implementation"] = attn
+            if qconfig is not None:
+                kwargs["quantization_config"] = qconfig
             tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, revision=revision)
             model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
-        except OSError as e:
-            raise OSError(f"spec={spec!r}: could not load it ({e}). Check the id, the network or HF_HUB_OFFLINE.") from e
-        if "device_map" not in kwargs:
-            model.to(device)
+    except OSError as e:
+        raise OSError(f"spec={spec!r}: could not load it ({e}). Check the id, the network or HF_HUB_OFFLINE.") from e
+    if not placement:
+        model.to(device)
     model.eval()
     return model, prepare_tokenizer(tok)
 

@@ -37,9 +37,13 @@ class OraclePrompt:
 
 
 def render_chat(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> str:
-    # enable_thinking=False reaches templates that read it (Qwen3) and is ignored by the rest.
+    from .families import messages_for
+
+    # enable_thinking=False reaches templates that read it (Qwen3) and is ignored by the rest; a template
+    # without a system role (Gemma-2) gets the system text in the first user turn.
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=False
+        messages_for(tokenizer, messages), tokenize=False, add_generation_prompt=add_generation_prompt,
+        enable_thinking=False,
     )
 
 

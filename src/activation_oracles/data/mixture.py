@@ -30,6 +30,7 @@ from .tokenize import ContextRenderer, OracleFormatter
 
 BUILDER_VERSION = "4"  # 4: answers the tokenizer merged into the prompt's last token are split off (prompt.join_answer)
 META_FILE = "ao_data.json"
+MIXTURE_YAML = "mixture.yaml"  # the resolved config it was built from: rebuild for another model with it
 CHUNK = 2048
 SHUFFLE_BUFFER = 4096
 
@@ -61,6 +62,34 @@ def tokenizer_fingerprint(tokenizer) -> str:
     h.update(str(tokenizer.chat_template).encode())
     h.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    """What a mixture's token ids mean: the vocabulary (every token and its id, added tokens included) and
+    the chat template. Two tokenizers with equal fingerprints read the same ids as the same text."""
+    h = hashlib.sha256()
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: (kv[1], kv[0]))
+    h.update(json.dumps(vocab, ensure_ascii=False).encode())
+    h.update(b"\x00chat_template\x00" + str(tokenizer.chat_template).encode())
+    return h.hexdigest()
+
+
+def check_tokenizer(path: str | Path, tokenizer, model: str, *, meta: dict | None = None) -> None:
+    """Refuse a mixture built for another tokenizer: its ids would be read as other tokens."""
+    path = Path(path)
+    meta = meta if meta is not None else mixture_info(path)
+    built_model, built = meta.get("model", "?"), meta.get("tokenizer")
+    here = vocab_fingerprint(tokenizer)
+    if built == here or (built is None and built_model == model):
+        return  # (a mixture from before fingerprints were recorded: trust an identical model id)
+    config = path / MIXTURE_YAML
+    config_arg = str(config) if config.is_file() else "[CONFIG]"
+    raise DataError(
+        f"{path} was built for the tokenizer of {built_model!r} "
+        f"({'fingerprint ' + built[:12] if built else 'no fingerprint recorded'}), but the model is {model!r} "
+        f"(tokenizer fingerprint {here[:12]}): its token ids would be read as other tokens. Build the mixture "
+        f"for this model: `ao data build {config_arg} --model {model} --out NEW_DIR` and pass NEW_DIR instead"
+    )
 
 
 def _source_paths(cfg: MixtureConfig) -> list[str]:
@@ -350,14 +379,16 @@ def build_mixture(config: MixtureConfig | str | Path | None = None, tokenizer=No
             "key": key, "builder_version": BUILDER_VERSION, "model": cfg.model, "n_layers": n_layers,
             "layers": plan.layers, "multi_layer": cfg.multi_layer, "config": cfg.to_dict(), "counts": counts,
             "skipped_too_short": dict(plan.cp.skipped) if plan.cp else {}, "seconds": round(time.time() - t0, 1),
-            "fast_oracle_format": formatter.exact_fast,
+            "fast_oracle_format": formatter.exact_fast, "tokenizer": vocab_fingerprint(tokenizer),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        (tmp / MIXTURE_YAML).write_text(cfg.to_yaml())
     return load_mixture(out)
 
 
-def load_mixture(path: str | Path):
-    """The DatasetDict (train, test) of a built mixture directory (memory-mapped)."""
+def load_mixture(path: str | Path, *, model: str | None = None, tokenizer=None):
+    """The DatasetDict (train, test) of a built mixture directory (memory-mapped). With `model` (a model
+    spec, and optionally its already loaded `tokenizer`), refuse a mixture built for another tokenizer."""
     import datasets
 
     path = Path(path)
@@ -366,6 +397,8 @@ def load_mixture(path: str | Path):
         raise DataError(f"{path}: not a built mixture (no {META_FILE}); run `ao data build --out {path}`")
     if meta.get("builder_version") != BUILDER_VERSION:
         raise DataError(f"{path}: built by data builder v{meta.get('builder_version')}, this is v{BUILDER_VERSION}; rebuild it")
+    if model is not None:
+        check_tokenizer(path, tokenizer if tokenizer is not None else load_tokenizer(model)[0], model, meta=meta)
     return datasets.load_from_disk(str(path))
 
 

@@ -93,18 +93,20 @@ def _load_hub(hid: str):
 def render_read_prompt(tokenizer, pr: ReadPrompt) -> tuple[np.ndarray, int, int]:
     """Token ids of the conversation and the (first, last) token of the unmasked content."""
     from ..prompt import render_chat
-    from .tokenize import _encode_batch, content_span
+    from .tokenize import _encode_batch, _find_span, content_span
 
+    # (a template without a system role gets the system text folded into the first user turn, where it
+    # is still found first, so masking it out works the same)
     text = render_chat(tokenizer, pr.messages, add_generation_prompt=False)
     ids, offs = _encode_batch(tokenizer, [text], offsets=True)
     ids, offs = ids[0], offs[0]
     cursor, spans = 0, []
     for m in pr.messages:  # locate every turn's content in order
-        at = text.find(m["content"], cursor)
-        if at < 0:
-            raise DataError(f"label {pr.label!r}: the chat template rewrote a turn's content")
-        spans.append((at, at + len(m["content"])))
-        cursor = at + len(m["content"])
+        try:
+            spans.append(_find_span(text, m["content"], cursor))
+        except ValueError:
+            raise DataError(f"label {pr.label!r}: the chat template rewrote a turn's content") from None
+        cursor = spans[-1][1]
     first, _ = content_span(offs, spans[pr.masked_turns][0], spans[pr.masked_turns][1])
     _, last = content_span(offs, spans[-1][0], spans[-1][1])
     return np.asarray(ids, dtype=np.int32), first, last

@@ -174,9 +174,11 @@ class ContextRenderer:
         return out
 
 
-def _find_span(rendered: str, text: str) -> tuple[int, int]:
+def _find_span(rendered: str, text: str, start: int = 0) -> tuple[int, int]:
+    """Character span of `text` in `rendered` (from `start`), or of its stripped form where the
+    template trims contents (Gemma, Llama-3)."""
     for t in (text, text.strip()):
-        at = rendered.find(t)
+        at = rendered.find(t, start)
         if at >= 0 and t:
             return at, at + len(t)
     raise ValueError(f"the chat template rewrote the content {text[:60]!r}; cannot locate it")

@@ -20,7 +20,7 @@ def eval_data(data: str | None, model: str, tasks=None, *, test_count: int = 200
         return build_mixture(MixtureConfig.builtin(model))
     p = Path(data).expanduser()
     if (p / "dataset_dict.json").is_file():
-        return load_mixture(p)
+        return load_mixture(p, model=model)  # refuses a mixture built for another tokenizer
     if p.is_file():
         return build_mixture(MixtureConfig.from_yaml(p))
     if p.is_dir():

@@ -136,6 +136,27 @@ def chunk_by_length(lengths: list[int], tolerance: float) -> list[list[int]]:
     return groups
 
 
+def group_by_cost(lengths: list[int], overhead: float) -> list[list[int]]:
+    """Split items into the padded context batches that cost least in all: each batch costs its padded
+    tokens (size x longest) plus `overhead` tokens, what one more forward costs in launches and fixed work
+    whatever its size (large on a GPU, where a short forward is bound by kernel launches). Groups are
+    contiguous in the longest-first order, and a dynamic programme over that order finds the best cut."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    sizes = [lengths[i] for i in order]
+    n = len(order)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):  # the first j items, the last group being items i..j-1 (longest: sizes[i])
+        for i in range(j):
+            cost = best[i] + overhead + sizes[i] * (j - i)
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
 @dataclass
 class OracleBatch:
     """One micro-batch: distinct contexts (left-padded, in length groups) and the oracle prompts (left-padded)."""
@@ -155,12 +176,30 @@ class OracleBatch:
     pad_tokens: int  # pad tokens over oracle and context batches
     total_tokens: int  # all tokens over oracle and context batches (pad included)
     label_tokens: int
+    # The same information as flat index tensors, built on the CPU here so that a step on a GPU never
+    # waits for the device to read indices back (boolean masks, Python lists moved one by one).
+    context_tokens: int = 0  # non-pad tokens of the distinct contexts
+    label_rows: torch.Tensor | None = None  # [N] row of each labelled target
+    label_cols: torch.Tensor | None = None  # [N] position whose hidden state predicts it
+    label_targets: torch.Tensor | None = None  # [N] its token id
+    inject_rows: torch.Tensor | None = None  # [P] oracle row of each placeholder, example-major
+    inject_cols: torch.Tensor | None = None  # [P] its position in the padded oracle batch
+    inject_bounds: tuple[int, int] = (0, 0)  # (max row, max col) of the placeholders
+    gathers: list = field(default_factory=list)  # (layer, group, rows [n], cols [n], slots [n]) into the P vectors
+
+    _TENSORS = ("input_ids", "attention_mask", "labels", "label_rows", "label_cols", "label_targets",
+                "inject_rows", "inject_cols")
 
     def to(self, device) -> OracleBatch:
-        self.ctx_ids = [t.to(device, non_blocking=True) for t in self.ctx_ids]
-        self.ctx_mask = [t.to(device, non_blocking=True) for t in self.ctx_mask]
-        for name in ("input_ids", "attention_mask", "labels"):
-            setattr(self, name, getattr(self, name).to(device, non_blocking=True))
+        device = torch.device(device)
+        pin = device.type == "cuda"  # pinned host memory: the copies are truly asynchronous
+        move = lambda t: (t.pin_memory() if pin else t).to(device, non_blocking=True)  # noqa: E731
+        self.ctx_ids = [move(t) for t in self.ctx_ids]
+        self.ctx_mask = [move(t) for t in self.ctx_mask]
+        for name in self._TENSORS:
+            if getattr(self, name) is not None:
+                setattr(self, name, move(getattr(self, name)))
+        self.gathers = [(layer, g, move(r), move(c), move(d)) for layer, g, r, c, d in self.gathers]
         return self
 
 
@@ -174,9 +213,16 @@ def layer_tuple(layer) -> tuple[int, ...]:
     return layer if isinstance(layer, tuple) else (layer,)
 
 
-def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1) -> OracleBatch:
+def deepest_layer(rows) -> int:
+    """The deepest source layer any of the rows reads (all layers of a multi-layer row)."""
+    return max(max(layer_tuple(source_layers(r))) for r in rows)
+
+
+def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1,
+            context_group_overhead: float = 0) -> OracleBatch:
     """Rows with the data schema's columns -> OracleBatch. A context shared by several rows runs once;
-    distinct contexts run in length groups (see `chunk_by_length`) to keep their padding small."""
+    distinct contexts run in length groups to keep their padding small: `chunk_by_length` with
+    `context_pad_tolerance`, or `group_by_cost` when `context_group_overhead` (tokens) is set."""
     ctx_index: dict[tuple, int] = {}
     contexts: list[list[int]] = []
     for r in rows:
@@ -184,7 +230,9 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
         if key not in ctx_index:
             ctx_index[key] = len(contexts)
             contexts.append(list(key))
-    groups = chunk_by_length([len(c) for c in contexts], context_pad_tolerance)
+    lengths = [len(c) for c in contexts]
+    groups = (group_by_cost(lengths, context_group_overhead) if context_group_overhead > 0
+              else chunk_by_length(lengths, context_pad_tolerance))
     where: dict[int, tuple[int, int, int]] = {}  # context -> (group, row, pad offset)
     ctx_ids, ctx_mask = [], []
     for g, members in enumerate(groups):
@@ -208,9 +256,33 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
         inject.append([p + off[i] for p in r["positions"]])
     real = int(mask.sum()) + sum(int(m.sum()) for m in ctx_mask)
     total = ids.numel() + sum(t.numel() for t in ctx_ids)
+    label_rows, label_cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    flat_inject = [(i, p) for i, ps in enumerate(inject) for p in ps]
     return OracleBatch(
         ctx_ids=ctx_ids, ctx_mask=ctx_mask, layers=sorted({x for s in src for x in layer_tuple(s[0])}), src=src,
         input_ids=ids, attention_mask=mask, labels=labels, inject_positions=inject,
         tasks=[str(r.get("task", "")) for r in rows], real_tokens=int(mask.sum()), pad_tokens=total - real,
-        total_tokens=total, label_tokens=int((labels[:, 1:] != IGNORE_INDEX).sum()),
+        total_tokens=total, label_tokens=len(label_rows), context_tokens=sum(lengths),
+        label_rows=label_rows, label_cols=label_cols, label_targets=labels[:, 1:][label_rows, label_cols],
+        inject_rows=torch.tensor([i for i, _ in flat_inject], dtype=torch.long),
+        inject_cols=torch.tensor([p for _, p in flat_inject], dtype=torch.long),
+        inject_bounds=(max(i for i, _ in flat_inject), max(p for _, p in flat_inject)) if flat_inject else (0, 0),
+        gathers=_gathers(src),
     )
+
+
+def _gathers(src) -> list[tuple]:
+    """Per (layer, context group): the rows and positions to read from its activations and the slots they
+    fill in the flat, example-major list of injected vectors."""
+    parts: dict[tuple[int, int], list[list[int]]] = {}
+    slot = 0
+    for layers, g, row, positions in src:
+        for layer in layer_tuple(layers):  # a multi-layer example's placeholders are layer-major
+            r, c, d = parts.setdefault((layer, g), [[], [], []])
+            for p in positions:
+                r.append(row)
+                c.append(p)
+                d.append(slot)
+                slot += 1
+    as_t = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    return [(layer, g, as_t(r), as_t(c), as_t(d)) for (layer, g), (r, c, d) in sorted(parts.items())]

@@ -5,6 +5,7 @@ Layout of ``RUN/checkpoints/step_N/`` (also a loadable oracle adapter directory)
 
     adapter_config.json  adapter_model.safetensors  ao_config.json     # PEFT adapter + oracle metadata
     optimizer.pt  scheduler.pt  rng_rank{R}.pt  trainer_state.json     # exact-resume state
+    optimizer/  (under FSDP, instead of optimizer.pt: one shard per rank, torch.distributed.checkpoint)
     MANIFEST.json                                                      # written last
 """
 

@@ -6,13 +6,12 @@ import typer
 
 
 def _parse_set(items: list[str] | None) -> dict:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"--set {item!r}: use section.key=value (e.g. optim.weight_decay=0)")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v
-    return out
+    from .config import ConfigError, parse_set
+
+    try:
+        return parse_set(items)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def train_command(

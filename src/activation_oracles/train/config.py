@@ -35,11 +35,17 @@ class ModelConfig:
     quantization: str | None = None  # None | 8bit | 4bit (bitsandbytes, GPU only)
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    # eager | sdpa | flash_attention_2; null: the family's (eager where attention is soft-capped, as in
+    # Gemma-2; flash-attention 2 on a GPU that has it; else SDPA)
+    attn_implementation: str | None = None
 
 
 @dataclass
 class DataConfig:
-    path: str | None = None  # a DatasetDict saved with save_to_disk (splits train/test); None: built-in mixture
+    path: str | None = None  # a DatasetDict saved with save_to_disk (splits train/test); None: build `mixture`
+    # What to build (and cache) when path is null: "builtin" (the offline demo mixture), "paper" (the paper's
+    # 1M-example mixture from the local sources its YAML names) or a mixture YAML file.
+    mixture: str = "builtin"
     train_split: str = "train"
     eval_split: str = "test"
     layer_percents: list[float] = field(default_factory=lambda: [25.0, 50.0, 75.0])
@@ -48,12 +54,12 @@ class DataConfig:
     multi_layer: bool = False
     max_length_percentile: float = 99.9  # drop training examples longer than this percentile
     max_train_examples: int | None = None  # take the first N rows (after the split) when set
-    builtin_scale: float = 1.0  # size of the built-in mixture (data.path null) relative to the data module default
+    builtin_scale: float = 1.0  # size of the built-in mixture (data.mixture builtin) relative to the data module default
     # Relative share of each task family ("classification", "spqa", "context_prediction") in the rows
     # trained on; families left out are dropped. Empty: the mixture as built.
     task_weights: dict[str, float] = field(default_factory=dict)
-    # Settings of the built-in mixture (data.path null) that differ from its defaults, in the shape of a
-    # mixture YAML, e.g. {classification: {ask_classes: {sst2: [positive]}}}.
+    # Settings of the mixture built when data.path is null that differ from data.mixture's, in the shape of
+    # a mixture YAML, e.g. {classification: {ask_classes: {sst2: [positive]}}}.
     builtin_mixture: dict[str, Any] = field(default_factory=dict)
     # Warm-up stages before the whole data, in order: each trains `steps` optimiser steps on the rows whose
     # columns match `where` (all of them), e.g. [{steps: 150, where: {variant: [multi]}}].
@@ -87,6 +93,13 @@ class TrainSettings:
     max_steps: int | None = None  # overrides epochs when set
     length_window: int = 20  # group-by-length: sort inside windows of length_window x batch_size
     context_pad_tolerance: float = 0.1  # contexts run in length groups wasting at most this share on padding
+    # > 0: instead, the context groups that minimise padded tokens + this many tokens per extra forward (what a
+    # forward costs in kernel launches on a GPU; about 1000 for an 8B model on an H100, see docs/training.md)
+    context_group_overhead: int = 0
+    compile: bool = False  # torch.compile each decoder block (dynamic shapes); pays off on GPUs
+    # forward + backward on the longest batch before step 1, failing early with advice when it runs out of
+    # memory; null: on GPUs only
+    preflight: bool | None = None
     seed: int = 0
     hook_layer: int = 1
     coefficient: float = 1.0
@@ -197,6 +210,17 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any] | None) -> Train
     return from_dict(d)
 
 
+def parse_set(items: list[str] | None) -> dict[str, str]:
+    """`--set section.key=value` arguments -> an overrides dict (values parsed by apply_overrides)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError("--set", f"{item!r}: use section.key=value (e.g. optim.weight_decay=0)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
 def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -232,8 +256,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("model.dtype", f"{m.dtype!r} is not one of float32, bfloat16, float16 or null")
     if m.quantization not in (None, "8bit", "4bit"):
         raise ConfigError("model.quantization", f"{m.quantization!r} is not one of 8bit, 4bit or null")
+    if m.attn_implementation not in (None, "eager", "sdpa", "flash_attention_2"):
+        raise ConfigError("model.attn_implementation", f"{m.attn_implementation!r} is not one of eager, sdpa, "
+                                                       "flash_attention_2 or null")
     if dc.path is not None and not isinstance(dc.path, str):
         raise ConfigError("data.path", "must be a directory path or null")
+    if not isinstance(dc.mixture, str) or not (dc.mixture in ("builtin", "paper") or dc.mixture.endswith((".yaml", ".yml"))):
+        raise ConfigError("data.mixture", f"must be builtin, paper or a mixture YAML file, got {dc.mixture!r}")
     if not isinstance(dc.layer_percents, list) or not dc.layer_percents or not all(
         _num(p) and 0 <= p <= 100 for p in dc.layer_percents
     ):
@@ -295,6 +324,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not _num(t.context_pad_tolerance) or t.context_pad_tolerance < 0:
         raise ConfigError("train.context_pad_tolerance", f"must be >= 0 (1 or more: one padded batch), "
                                                          f"got {t.context_pad_tolerance!r}")
+    if not _int(t.context_group_overhead) or t.context_group_overhead < 0:
+        raise ConfigError("train.context_group_overhead", f"must be a non-negative integer (tokens), "
+                                                          f"got {t.context_group_overhead!r}")
+    if t.preflight not in (None, True, False):
+        raise ConfigError("train.preflight", f"must be true, false or null (on GPUs), got {t.preflight!r}")
+    if not isinstance(t.compile, bool):
+        raise ConfigError("train.compile", f"must be true or false, got {t.compile!r}")
     if not _int(t.seed):
         raise ConfigError("train.seed", f"must be an integer, got {t.seed!r}")
     if not _int(t.hook_layer) or t.hook_layer < 0:
@@ -307,6 +343,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("train.autocast", f"{t.autocast!r} is not one of bf16 or null")
     if t.distributed not in ("ddp", "fsdp"):
         raise ConfigError("train.distributed", f"{t.distributed!r} is not one of ddp, fsdp")
+    if t.distributed == "fsdp" and m.quantization:
+        raise ConfigError("train.distributed", f"fsdp cannot shard the 8/4-bit weights of model.quantization="
+                                               f"{m.quantization} (bitsandbytes); use distributed: ddp, the paper's "
+                                               "setup for Llama-3.3-70B (DDP with 8-bit weights on 4 GPUs), or "
+                                               "drop the quantization and shard bf16 weights with fsdp")
     for name in ("every", "max_examples", "max_loss_examples"):
         v = getattr(e, name)
         if not _int(v) or v < 0:

@@ -74,12 +74,9 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def builtin_mixture_config(cfg: TrainConfig, scale: float | None = None, model: str | None = None):
-    """The built-in offline mixture as this config trains on it: its layers, scale, seed and
-    `data.builtin_mixture` settings."""
+def _with_overrides(cfg: TrainConfig, mcfg):
     from ..data.config import DataError, MixtureConfig
 
-    mcfg = MixtureConfig.builtin(model=model or cfg.model.spec, scale=scale or cfg.data.builtin_scale, seed=cfg.train.seed)
     mcfg.layer_percents = list(cfg.data.layer_percents)
     mcfg.multi_layer = cfg.data.multi_layer
     if cfg.data.builtin_mixture:
@@ -91,16 +88,67 @@ def builtin_mixture_config(cfg: TrainConfig, scale: float | None = None, model: 
     return mcfg
 
 
-def build_builtin_mixture(cfg: TrainConfig, *, progress: bool = False) -> Path:
-    try:
-        from ..data.mixture import build_mixture, saved_dir
+def builtin_mixture_config(cfg: TrainConfig, scale: float | None = None, model: str | None = None):
+    """The built-in offline mixture as this config trains on it: its layers, scale, seed and
+    `data.builtin_mixture` settings."""
+    from ..data.config import MixtureConfig
 
-        mcfg = builtin_mixture_config(cfg)
+    mcfg = MixtureConfig.builtin(model=model or cfg.model.spec, scale=scale or cfg.data.builtin_scale, seed=cfg.train.seed)
+    return _with_overrides(cfg, mcfg)
+
+
+def mixture_config(cfg: TrainConfig):
+    """The mixture `data.mixture` names, for this config's model, layers and seed (data.path null)."""
+    from ..data.config import DataError, MixtureConfig
+
+    if cfg.data.mixture == "builtin":
+        return builtin_mixture_config(cfg)
+    try:
+        mcfg = MixtureConfig.from_yaml(cfg.data.mixture)
+    except DataError as err:
+        raise ConfigError("data.mixture", str(err)) from None
+    mcfg.model, mcfg.seed = cfg.model.spec, cfg.train.seed
+    return _with_overrides(cfg, mcfg)
+
+
+def build_configured_mixture(cfg: TrainConfig, *, progress: bool = False) -> Path:
+    """Build (or reuse from the cache) the mixture data.mixture names, for this config's model. A mixture
+    that cannot be built stops the run with the command that builds it; nothing falls back to another."""
+    try:
+        from ..data.config import DataError
+        from ..data.mixture import build_mixture, saved_dir
     except ImportError as err:
-        raise ConfigError("data.path", f"no --data given and the built-in mixture is unavailable ({err}); "
+        raise ConfigError("data.path", f"no --data given and the mixture builder is unavailable ({err}); "
                                        "build one with `ao data build --out DIR` and pass --data DIR") from None
-    # The data module's cache, keyed by the content hash: `ao demo` and `ao train` share one build.
-    return saved_dir(build_mixture(mcfg, progress=progress, log=lambda *a, **k: None))
+    mcfg = mixture_config(cfg)
+    try:
+        # The data module's cache, keyed by the content hash: `ao demo` and `ao train` share one build.
+        return saved_dir(build_mixture(mcfg, progress=progress, log=lambda *a, **k: None))
+    except (DataError, OSError) as err:
+        name = cfg.data.mixture
+        raise ConfigError("data.path", f"no --data given, so the {name!r} mixture (data.mixture) was to be built for "
+                                       f"{cfg.model.spec!r} from its configured sources, and that failed: {err}. "
+                                       f"Build it with `ao data build {name} --model {cfg.model.spec} --out DIR` "
+                                       "(with the source paths of a copy of its YAML pointing at your data) and "
+                                       "pass --data DIR") from None
+
+
+def check_data_tokenizer(cfg: TrainConfig, data_dir: Path, tokenizer=None) -> None:
+    """Refuse a mixture `ao data build` made for another tokenizer (loads only the model's tokenizer);
+    a dataset saved by other means carries no record to check, which gets a warning."""
+    import warnings
+
+    from ..data.mixture import META_FILE, DataError, check_tokenizer, load_tokenizer
+
+    if not (Path(data_dir) / META_FILE).is_file():
+        warnings.warn(f"{data_dir} has no {META_FILE} (not built by `ao data build`), so nothing shows which "
+                      f"tokenizer its ids are for; make sure it was built for {cfg.model.spec!r}", stacklevel=2)
+        return
+    try:
+        check_tokenizer(data_dir, tokenizer if tokenizer is not None else load_tokenizer(cfg.model.spec)[0],
+                        cfg.model.spec)
+    except DataError as err:
+        raise ConfigError("data.path", str(err)) from None
 
 
 def open_split(path: Path, split: str, field: str):

@@ -9,8 +9,8 @@ import torch
 from ..eval.scoring import YES_NO, first_word, score
 from ..prompt import prompt_length
 from ..steering import generate_answers
-from .batching import collate
 from .objective import autocast_ctx, batch_kwargs, collect_groups, gather_vectors
+from .step import _sharded, collate_for
 
 
 def _rows(ds, idx):
@@ -34,8 +34,11 @@ def select_groups(ds, max_per_group: int) -> dict[str, list[int]]:
 
 
 @torch.no_grad()
-def generation_eval(peft_model, tokenizer, ds, cfg, device) -> dict[str, float]:
-    """Greedy answers to held-out yes/no questions, scored per dataset and single/multi-token input."""
+def generation_eval(peft_model, tokenizer, ds, cfg, device, enter=None) -> dict[str, float]:
+    """Greedy answers to held-out yes/no questions, scored per dataset and single/multi-token input.
+    `enter(fn)` runs fn(peft_model) for each batch (under FSDP: inside the root unit, fsdp.run_in_root)."""
+    sharded = enter is not None  # (under FSDP every rank runs the same forwards: one context group)
+    enter = enter or (lambda fn: fn(peft_model))
     out: dict[str, float] = {}
     if cfg.eval.max_examples == 0:
         return out
@@ -48,14 +51,18 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device) -> dict[str, float]:
             fmt = ok = 0
             for s in range(0, len(idx), cfg.eval.batch_size):
                 rows = _rows(ds, idx[s : s + cfg.eval.batch_size])
-                b = collate(rows, tokenizer.pad_token_id, context_pad_tolerance=cfg.train.context_pad_tolerance).to(device)
-                acts = collect_groups(peft_model, b.ctx_ids, b.ctx_mask, b.layers, autocast=cfg.train.autocast)
-                vectors = gather_vectors(acts, b.src)
+                b = collate_for(cfg, rows, tokenizer.pad_token_id, sharded=sharded).to(device)
                 prompts = [r["input_ids"][: prompt_length(r["labels"])] for r in rows]
-                with autocast_ctx(cfg.train.autocast, torch.device(device)):
-                    texts = generate_answers(peft_model, tokenizer, prompts, [r["positions"] for r in rows], vectors,
-                                             hook_layer=cfg.train.hook_layer, coefficient=cfg.train.coefficient,
-                                             max_new_tokens=cfg.eval.max_new_tokens)
+
+                def answer(model, b=b, prompts=prompts, rows=rows):
+                    acts = collect_groups(model, b.ctx_ids, b.ctx_mask, b.layers, autocast=cfg.train.autocast)
+                    with autocast_ctx(cfg.train.autocast, torch.device(device)):
+                        return generate_answers(model, tokenizer, prompts, [r["positions"] for r in rows],
+                                                gather_vectors(acts, b), hook_layer=cfg.train.hook_layer,
+                                                coefficient=cfg.train.coefficient,
+                                                max_new_tokens=cfg.eval.max_new_tokens)
+
+                texts = enter(answer)
                 for text, r in zip(texts, rows):
                     f, c = score(text, r["target"])
                     fmt += f
@@ -86,8 +93,8 @@ def validation_loss(objective, ds, cfg, pad_id: int, device) -> dict[str, float]
         for task, idx in sorted(per_task.items()):
             tot, n = 0.0, 0
             for s in range(0, len(idx), cfg.eval.batch_size):
-                b = collate(_rows(ds, idx[s : s + cfg.eval.batch_size]), pad_id,
-                            context_pad_tolerance=cfg.train.context_pad_tolerance).to(device)
+                b = collate_for(cfg, _rows(ds, idx[s : s + cfg.eval.batch_size]), pad_id,
+                                sharded=_sharded(objective)).to(device)
                 ce, _ = objective(**batch_kwargs(b))
                 tot += float(ce.sum())
                 n += ce.numel()

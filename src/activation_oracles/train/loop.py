@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -27,15 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import StagedStream, collate
+from .batching import StagedStream, deepest_layer
 from .checkpoint import (
     CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state, verify,
+    write_manifest,
 )
 from .config import ConfigError, TrainConfig, load_config
-from .dataset import build_builtin_mixture, multi_layers, open_split, open_train_data, resolve_data_dir
-from .objective import OracleObjective, batch_kwargs
-
-TASKS = ("spqa", "classification", "context_prediction")
+from .dataset import (
+    build_configured_mixture, check_data_tokenizer, multi_layers, open_split, open_train_data, resolve_data_dir,
+)
+from .step import apply_lora, make_objective, make_optimizer, train_step
 
 
 def seed_everything(seed: int) -> None:
@@ -120,36 +120,17 @@ class MetricsWriter:
 def _make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
 
-    kwargs: dict[str, Any] = {"cpu": not torch.cuda.is_available()}
-    if cfg.train.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import FullyShardedDataParallelPlugin
-
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
-    return Accelerator(**kwargs)
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def _build_model(cfg: TrainConfig, device: str):
-    from peft import LoraConfig, get_peft_model
-
     from ..models import load_model
 
     model, tok = load_model(cfg.model.spec, dtype=cfg.model.dtype, device=device,
                             quantization=cfg.model.quantization, revision=cfg.model.revision,
-                            trust_remote_code=cfg.model.trust_remote_code)
-    if cfg.model.quantization:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False
-    lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = get_peft_model(model, lcfg)
-    model.train()
-    return model, tok
+                            trust_remote_code=cfg.model.trust_remote_code,
+                            attn_implementation=cfg.model.attn_implementation)
+    return apply_lora(model, cfg), tok
 
 
 def _check_layers(cfg: TrainConfig, model, data) -> list[int]:
@@ -202,9 +183,10 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     cfg, run_dir, ckpt_dir, data_dir = prepare(config, data=data, out=out, resume=resume, overrides=overrides)
     acc = _make_accelerator(cfg)
     world, rank = acc.num_processes, acc.process_index
-    if data_dir is None:  # the built-in mixture: rank 0 builds (or reuses) it, the others then read it
+    if data_dir is None:  # data.mixture: rank 0 builds (or reuses) it, the others then read it
         with acc.main_process_first():
-            data_dir = build_builtin_mixture(cfg, progress=acc.is_main_process and cfg.output.progress)
+            data_dir = build_configured_mixture(cfg, progress=acc.is_main_process and cfg.output.progress)
+    check_data_tokenizer(cfg, data_dir)  # before the model: token ids of another tokenizer mean other tokens
     tdata = open_train_data(cfg, data_dir)  # checks the batch size against the data, before any model
     eval_ds = open_split(data_dir, cfg.data.eval_split, "data.eval_split")
 
@@ -226,21 +208,28 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     model, tok = _build_model(cfg, str(acc.device))
     layers = _check_layers(cfg, model, tdata)
     pad_id = tok.pad_token_id
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                            weight_decay=cfg.optim.weight_decay)
     stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
                           stages=tdata.stages)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.warmup_ratio, cfg.optim.schedule))
+    fsdp = world > 1 and cfg.train.distributed == "fsdp"
+    if ckpt_dir is not None:
+        _load_weights(ckpt_dir, model)  # before sharding: every rank loads the full adapter
+    objective = make_objective(model, cfg)
+    if fsdp:
+        from .fsdp import shard
 
+        objective = shard(objective)  # the optimizer must see the sharded parameters
+    opt = make_optimizer([p for p in objective.parameters() if p.requires_grad], cfg, acc.device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.warmup_ratio, cfg.optim.schedule))
+    if fsdp:
+        opt = acc.prepare(opt)
+    else:
+        objective, opt = acc.prepare(objective, opt)
+    raw_objective = acc.unwrap_model(objective)
     start = 0
     if ckpt_dir is not None:
-        start = _load_checkpoint(ckpt_dir, model, opt, sched, stream, rank)
-    objective = OracleObjective(model, hook_layer=cfg.train.hook_layer, coefficient=cfg.train.coefficient,
-                                autocast=cfg.train.autocast, injection_grad=cfg.train.injection_grad)
-    objective, opt = acc.prepare(objective, opt)
-    raw_objective = acc.unwrap_model(objective)
-    fsdp = world > 1 and cfg.train.distributed == "fsdp"
+        start = _load_state(ckpt_dir, raw_objective, opt, sched, stream, rank, fsdp)
+    if cfg.train.preflight or (cfg.train.preflight is None and acc.device.type == "cuda"):
+        _preflight(cfg, acc, objective, tdata, pad_id, per_step // world)
 
     writer = MetricsWriter(run_dir, cfg, keep_until=start if ckpt_dir is not None else None, enabled=main)
     bar = None
@@ -251,7 +240,6 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     kill_after = int(os.environ.get("AO_TRAIN_KILL_AFTER_STEP", "0") or 0)  # test hook: simulate a crash
 
     per_rank = per_step // world
-    task_index = {t: i for i, t in enumerate(TASKS)}
     step = start
     try:
         if cfg.eval.initial and start == 0 and eval_ds is not None:
@@ -260,50 +248,20 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
             t0 = time.perf_counter()
             gidx = stream.next()
             denom = float(tdata.label_counts[gidx].sum())
-            mine = gidx[rank * per_rank : (rank + 1) * per_rank]
-            micro = np.array_split(mine, cfg.train.grad_accum)
-            # stats: loss_sum, real, pad, total, then (sum, count) per task
-            stats = torch.zeros(4 + 2 * len(TASKS) + 2, dtype=torch.float64)
-            for j, mb in enumerate(micro):
-                batch = collate(tdata.get(mb), pad_id,
-                                context_pad_tolerance=cfg.train.context_pad_tolerance).to(acc.device)
-                sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(objective)
-                with sync:
-                    ce, rows = objective(**batch_kwargs(batch))
-                    loss = ce.sum() * (world / denom)
-                    acc.backward(loss)
-                ce_d = ce.detach().double().cpu()
-                stats[0] += ce_d.sum()
-                stats[1] += batch.real_tokens
-                stats[2] += batch.pad_tokens
-                stats[3] += batch.total_tokens
-                rows = rows.cpu()
-                for r, t in enumerate(batch.tasks):
-                    k = task_index.get(t, len(TASKS))
-                    m = rows == r
-                    stats[4 + 2 * k] += ce_d[m].sum()
-                    stats[5 + 2 * k] += int(m.sum())
-            gnorm = None
-            if cfg.optim.max_grad_norm > 0:
-                gnorm = acc.clip_grad_norm_(objective.parameters(), cfg.optim.max_grad_norm)
-            lr = sched.get_last_lr()[0]
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            rows = tdata.get(gidx)
+            mine = rows[rank * per_rank : (rank + 1) * per_rank]
+            micro = [mine[a[0] : a[-1] + 1] for a in np.array_split(np.arange(len(mine)), cfg.train.grad_accum)]
+            deepest = deepest_layer(rows)
+            stats = train_step(acc, objective, opt, sched, micro, pad_id, cfg, denom, deepest=deepest)
             step += 1
-            if world > 1:
-                stats = acc.reduce(stats.to(acc.device), reduction="sum").cpu()
             dt = time.perf_counter() - t0
             row: dict[str, Any] = {
-                "step": step, "epoch": stream.cursor.epoch, "loss": float(stats[0]) / denom, "lr": lr,
-                "tokens": int(stats[1]), "step_time_s": dt, "tokens_per_s": float(stats[1]) / dt,
-                "padding_share": float(stats[2]) / max(1.0, float(stats[3])),
+                "step": step, "epoch": stream.cursor.epoch, "loss": stats["loss"], "lr": stats["lr"],
+                "tokens": stats["tokens"], "context_tokens": stats["context_tokens"], "step_time_s": dt,
+                "tokens_per_s": stats["tokens"] / dt,
+                "padding_share": stats["pad_tokens"] / max(1, stats["total_tokens"]),
+                **{k: v for k, v in stats.items() if k == "grad_norm" or k.startswith("loss/")},
             }
-            if gnorm is not None:
-                row["grad_norm"] = float(gnorm)
-            for t, k in task_index.items():
-                if stats[5 + 2 * k] > 0:
-                    row[f"loss/{t}"] = float(stats[4 + 2 * k] / stats[5 + 2 * k])
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
@@ -316,11 +274,10 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
             if step % cfg.output.log_every == 0 or step == total or do_eval:
                 writer.write(row)
             if (cfg.output.save_every and step % cfg.output.save_every == 0) or step == total:
-                _save_checkpoint(cfg, acc, objective, raw_objective.model, opt, sched, stream, step, run_dir,
-                                 layers, fsdp)
+                _save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir, layers, fsdp)
             if kill_after and step == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
-        _save_final(cfg, acc, objective, raw_objective.model, run_dir, layers, step, fsdp)
+        _save_final(cfg, acc, raw_objective, run_dir, layers, step, fsdp)
     finally:
         if bar is not None:
             bar.close()
@@ -329,97 +286,134 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     return run_dir
 
 
+def _preflight(cfg, acc, objective, tdata, pad_id, per_rank: int) -> None:
+    """The OOM preflight on this rank's share of the batch with the longest oracle prompts."""
+    from .step import preflight
+
+    def advice() -> str:
+        from ..plan import plan_memory
+
+        total = torch.cuda.get_device_properties(acc.device).total_memory / 1e9 if acc.device.type == "cuda" else None
+        try:
+            return plan_memory(cfg, gpus=acc.num_processes, gpu_memory_gb=total, cuda=acc.device.type == "cuda").report()
+        except Exception as err:  # noqa: BLE001 - advice is best effort; the failure itself is reported anyway
+            return f"(no plan: {err})"
+
+    longest = tdata.get(np.argsort(-tdata.lengths, kind="stable")[: per_rank * acc.num_processes])
+    mine = longest[acc.process_index * per_rank : (acc.process_index + 1) * per_rank]
+    preflight(acc, objective, mine, pad_id, cfg, advice, deepest=deepest_layer(longest))
+
+
 def _evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp) -> dict:
     from .evaluate import generation_eval, validation_loss
 
     out: dict = {}
+    rng = rng_state()
     if fsdp:
-        warnings.warn("in-training eval is skipped under FSDP (sharded weights); evaluate the saved adapter",
-                      stacklevel=2)
-        return out
-    if acc.is_main_process:
+        # every rank runs the same evaluation (each unit's weights are gathered by all ranks together)
+        from .fsdp import run_in_root
+
+        out.update(validation_loss(raw_objective, eval_ds, cfg, pad_id, acc.device))
+        out.update(generation_eval(raw_objective.model, tok, eval_ds, cfg, acc.device,
+                                   enter=lambda fn: run_in_root(raw_objective, fn)))
+    elif acc.is_main_process:
         # rank 0 alone, on the unwrapped module: no collective runs, so the others simply wait below
-        rng = rng_state()
         out.update(validation_loss(raw_objective, eval_ds, cfg, pad_id, acc.device))
         out.update(generation_eval(raw_objective.model, tok, eval_ds, cfg, acc.device))
-        set_rng_state(rng)  # eval must not shift the training RNG stream (exact resume)
+    set_rng_state(rng)  # eval must not shift the training RNG stream (exact resume)
     acc.wait_for_everyone()
     return out
 
 
-def _adapter_state(acc, wrapped, peft_model, fsdp):
-    """Under FSDP, the full adapter state dict gathered from the shards (rank 0); else None."""
+def _adapter_state(raw_objective, fsdp):
+    """Under FSDP, the full LoRA weights gathered from the shards (every rank calls it); else None."""
     if not fsdp:
         return None
     from peft import get_peft_model_state_dict
 
-    full = acc.get_state_dict(wrapped)  # keys of OracleObjective: "model.<peft key>"
-    if not acc.is_main_process:
-        return None
-    full = {k[len("model."):] if k.startswith("model.") else k: v for k, v in full.items()}
-    return get_peft_model_state_dict(peft_model, state_dict=full)
+    from .fsdp import full_lora_state
+
+    return get_peft_model_state_dict(raw_objective.model, state_dict=full_lora_state(raw_objective))
 
 
-def _save_checkpoint(cfg, acc, wrapped, peft_model, opt, sched, stream, step, run_dir, layers, fsdp) -> None:
-    rngs = [rng_state()]
-    opt_states = [opt.state_dict()]  # DDP: identical on every rank
-    if acc.num_processes > 1:
-        from accelerate.utils import gather_object
+def _save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir, layers, fsdp) -> None:
+    """Every rank writes its own RNG state (and under FSDP its optimizer shard) into rank 0's staging
+    directory; rank 0 adds the adapter, scheduler and cursor, seals it and renames it into place."""
+    import contextlib
 
-        rngs = gather_object([rng_state()])
-        if fsdp:  # each rank holds its own optimizer shard
-            opt_states = gather_object(opt_states)
-    state = _adapter_state(acc, wrapped, peft_model, fsdp)
-    if acc.is_main_process:
-        def write(d: Path):
-            save_adapter(peft_model, d, ao_config(cfg, layers=layers, step=step), state_dict=state)
-            if fsdp:
-                for r, o in enumerate(opt_states):
-                    torch.save(o, d / f"optimizer_rank{r}.pt")
-            else:
-                torch.save(opt_states[0], d / "optimizer.pt")
-            torch.save(sched.state_dict(), d / "scheduler.pt")
-            for r, st in enumerate(rngs):
-                torch.save(st, d / f"rng_rank{r}.pt")
-            (d / "trainer_state.json").write_text(json.dumps({
+    from accelerate.utils import broadcast_object_list
+
+    from ..fsutil import atomic_directory
+
+    main = acc.is_main_process
+    final = run_dir / "checkpoints" / f"step_{step}"
+    with atomic_directory(final, fsync=True) if main else contextlib.nullcontext() as tmp:
+        where = [str(tmp) if main else None]
+        if acc.num_processes > 1:
+            broadcast_object_list(where)
+        tmp = Path(where[0])
+        torch.save(rng_state(), tmp / f"rng_rank{acc.process_index}.pt")
+        if fsdp:
+            from .fsdp import save_optimizer
+
+            save_optimizer(raw_objective, opt, tmp / "optimizer")
+        state = _adapter_state(raw_objective, fsdp)
+        if main:
+            save_adapter(raw_objective.model, tmp, ao_config(cfg, layers=layers, step=step), state_dict=state)
+            if not fsdp:
+                torch.save(opt.state_dict(), tmp / "optimizer.pt")  # DDP: identical on every rank
+            torch.save(sched.state_dict(), tmp / "scheduler.pt")
+            (tmp / "trainer_state.json").write_text(json.dumps({
                 "step": step, **stream.state_dict(), "world_size": acc.num_processes,
                 "seed": cfg.train.seed, "batch_size": cfg.train.batch_size, "fsdp": fsdp,
             }, indent=1))
-
-        atomic_dir(run_dir / "checkpoints" / f"step_{step}", write, manifest_meta={"step": step})
+        acc.wait_for_everyone()  # every rank's files are in before the manifest seals them
+        if main:
+            write_manifest(tmp, {"step": step})
+    if main:
         prune(run_dir, cfg.output.keep_last)
     acc.wait_for_everyone()
 
 
-def _save_final(cfg, acc, wrapped, peft_model, run_dir, layers, step, fsdp) -> None:
-    state = _adapter_state(acc, wrapped, peft_model, fsdp)
+def _save_final(cfg, acc, raw_objective, run_dir, layers, step, fsdp) -> None:
+    state = _adapter_state(raw_objective, fsdp)
     if acc.is_main_process:
         atomic_dir(run_dir / "adapter",
-                   lambda d: save_adapter(peft_model, d, ao_config(cfg, layers=layers, step=step), state_dict=state),
+                   lambda d: save_adapter(raw_objective.model, d, ao_config(cfg, layers=layers, step=step),
+                                          state_dict=state),
                    manifest_meta={"step": step})
     acc.wait_for_everyone()
 
 
-def _load_checkpoint(ckpt: Path, peft_model, opt, sched, stream, rank: int) -> int:
+def _load_weights(ckpt: Path, peft_model) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     verify(ckpt)  # again, right before loading
-    state = json.loads((ckpt / "trainer_state.json").read_text())
-    if state.get("batch_size") != stream.batch_size:
-        raise ConfigError("train.batch_size", f"the checkpoint {ckpt} was written with batch size "
-                                              f"{state.get('batch_size')}, not {stream.batch_size}")
     weights = load_file(str(ckpt / "adapter_model.safetensors"), device=str(next(peft_model.parameters()).device))
     result = set_peft_model_state_dict(peft_model, weights)
     if getattr(result, "unexpected_keys", None):
         raise RuntimeError(f"{ckpt}: adapter has unexpected keys {result.unexpected_keys[:5]}")
-    opt_file = ckpt / "optimizer.pt"
-    if not opt_file.exists():  # written under FSDP: one shard per rank
-        opt_file = ckpt / f"optimizer_rank{rank}.pt"
-        if not opt_file.exists():
-            raise CheckpointError(f"{ckpt}: no optimizer state for rank {rank} (saved with "
-                                  f"{state.get('world_size')} FSDP processes; resume with as many)")
-    opt.load_state_dict(torch.load(opt_file, map_location="cpu", weights_only=True))
+
+
+def _load_state(ckpt: Path, raw_objective, opt, sched, stream, rank: int, fsdp: bool) -> int:
+    """Optimizer, schedule, data cursor and this rank's RNG from a checkpoint; returns its step."""
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    if state.get("batch_size") != stream.batch_size:
+        raise ConfigError("train.batch_size", f"the checkpoint {ckpt} was written with batch size "
+                                              f"{state.get('batch_size')}, not {stream.batch_size}")
+    if bool(state.get("fsdp")) != fsdp:
+        raise CheckpointError(f"{ckpt}: written {'with' if state.get('fsdp') else 'without'} FSDP "
+                              f"({state.get('world_size')} processes); resume it the same way")
+    if fsdp:
+        if state.get("world_size") != torch.distributed.get_world_size():
+            raise CheckpointError(f"{ckpt}: its optimizer is sharded over {state.get('world_size')} FSDP processes; "
+                                  "resume with as many")
+        from .fsdp import load_optimizer
+
+        load_optimizer(raw_objective, opt, ckpt / "optimizer")
+    else:
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
     sched.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True))
     try:
         stream.load_state_dict(state, int(state["step"]))

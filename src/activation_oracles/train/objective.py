@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import collect_activations, inject, position_ids_from_mask
+from ..hooks import collect_activations, inject_flat, position_ids_from_mask
 from ..models import unwrap
-from ..prompt import IGNORE_INDEX
-from .batching import OracleBatch, layer_tuple
+from .batching import OracleBatch
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -45,19 +44,23 @@ def collect_groups(model: nn.Module, ctx_ids: list, ctx_mask: list, layers, *, a
     return [collect_sources(model, i, m, layers, autocast=autocast) for i, m in zip(ctx_ids, ctx_mask)]
 
 
-def gather_vectors(acts: list[dict[int, torch.Tensor]], src) -> list[torch.Tensor]:
-    """Per example, the [K, D] source vectors at its layer and context positions ([n_layers x K, D],
-    layer-major, for a multi-layer example)."""
-    dev = next(iter(acts[0].values())).device
-    out = []
-    for layer, g, row, pos in src:
-        idx = torch.tensor(pos, device=dev)
-        out.append(torch.cat([acts[g][x][row, idx] for x in layer_tuple(layer)]))
+def gather_flat(acts: list[dict[int, torch.Tensor]], gathers, n: int) -> torch.Tensor:
+    """[n, D] source vectors in the flat, example-major order of the placeholders: one indexing op per
+    (layer, context group), with indices the collator built (OracleBatch.gathers)."""
+    first = next(iter(acts[0].values()))
+    out = first.new_empty((n, first.shape[-1]))
+    for layer, g, rows, cols, slots in gathers:
+        out[slots] = acts[g][layer][rows, cols]
     return out
 
 
+def gather_vectors(acts: list[dict[int, torch.Tensor]], b: OracleBatch) -> list[torch.Tensor]:
+    """Per example, its [K, D] source vectors ([n_layers x K, D], layer-major, for a multi-layer example)."""
+    return list(gather_flat(acts, b.gathers, len(b.inject_rows)).split([len(p) for p in b.inject_positions]))
+
+
 class OracleObjective(nn.Module):
-    """forward(**batch tensors) -> (per-token cross-entropy [N], batch row of each token [N])."""
+    """forward(**batch_kwargs(batch)) -> (per-token cross-entropy [N], batch row of each token [N])."""
 
     def __init__(self, model: nn.Module, *, hook_layer: int = 1, coefficient: float = 1.0,
                  autocast: str | None = None, injection_grad: str = "detached"):
@@ -68,28 +71,32 @@ class OracleObjective(nn.Module):
         self.autocast = autocast
         self.injection_grad = injection_grad
 
-    def forward(self, ctx_ids, ctx_mask, input_ids, attention_mask, labels, src, layers, inject_positions):
+    def forward(self, ctx_ids=None, ctx_mask=None, input_ids=None, attention_mask=None, layers=None, label_rows=None,
+                label_cols=None, label_targets=None, inject_rows=None, inject_cols=None, inject_bounds=None,
+                gathers=None, call=None):
+        if call is not None:  # other work on the model, run inside this module's forward (see fsdp.run_in_root)
+            return call(self.model)
         acts = collect_groups(self.model, ctx_ids, ctx_mask, layers, autocast=self.autocast)
-        vectors = gather_vectors(acts, src)
+        vectors = gather_flat(acts, gathers, len(inject_rows))
+        del acts  # only the gathered vectors live on through the oracle forward and backward
         base = unwrap(self.model)
         head = base.get_output_embeddings()
-        with inject(self.model, vectors, inject_positions, hook_layer=self.hook_layer, coefficient=self.coefficient,
-                    grad=self.injection_grad):
+        with inject_flat(self.model, inject_rows, inject_cols, vectors, hook_layer=self.hook_layer,
+                         coefficient=self.coefficient, grad=self.injection_grad, bounds=inject_bounds):
             with autocast_ctx(self.autocast, input_ids.device):
                 out = backbone_of(self.model)(input_ids=input_ids, attention_mask=attention_mask,
                                               position_ids=position_ids_from_mask(attention_mask), use_cache=False)
                 hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-                targets = labels[:, 1:]
-                sel = targets != IGNORE_INDEX
-                logits = head(hidden[:, :-1][sel])
+                logits = head(hidden[label_rows, label_cols])  # the LM head only where there is a target
         logits = logits.float()
         cap = getattr(getattr(base, "config", None), "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        ce = F.cross_entropy(logits, targets[sel], reduction="none")
-        return ce, sel.nonzero()[:, 0]
+        return F.cross_entropy(logits, label_targets, reduction="none"), label_rows
 
 
 def batch_kwargs(b: OracleBatch) -> dict:
     return dict(ctx_ids=b.ctx_ids, ctx_mask=b.ctx_mask, input_ids=b.input_ids, attention_mask=b.attention_mask,
-                labels=b.labels, src=b.src, layers=b.layers, inject_positions=b.inject_positions)
+                layers=b.layers, label_rows=b.label_rows, label_cols=b.label_cols, label_targets=b.label_targets,
+                inject_rows=b.inject_rows, inject_cols=b.inject_cols, inject_bounds=b.inject_bounds,
+                gathers=b.gathers)

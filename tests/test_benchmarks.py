@@ -1,0 +1,54 @@
+"""Every script under benchmarks/ runs at its smallest size (--smoke), so a refactor that breaks one fails here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if "__main__" in p.read_text())
+# what each smoke run's final JSON line must hold (positive numbers)
+EXPECT = {
+    "ask_tokens.py": ("batched_s", "separate_s", "speedup"),
+    "data_build.py": ("examples", "seconds"),
+    "train_step.py": ("step_s", "parts_s", "tokens_per_s", "reference_step_s", "speedup_vs_reference"),
+    "gpu_train.py": ("speedup_vs_reference",),
+    "score_tokens.py": ("batched_s", "separate_s", "speedup"),
+}
+# gpu_train.py must run where `datasets` (and so pyarrow) is not installed: the GPU machine.
+NO_DATASETS = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+               "bad = [m for m in ('datasets', 'pyarrow') if m in sys.modules]; "
+               "sys.exit(f'imported {bad}') if bad else None")
+
+
+def test_every_script_is_covered():
+    assert set(SCRIPTS) == set(EXPECT), "give the new benchmark a --smoke mode and an entry in EXPECT"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_smoke(script):
+    from conftest import SHARED_DATA
+
+    if script == "data_build.py" and not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not present")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+    path = str(ROOT / "benchmarks" / script)
+    cmd = [sys.executable, "-c", NO_DATASETS, path, "--smoke"] if script == "gpu_train.py" else \
+        [sys.executable, path, "--smoke"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-4000:])
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    for key in EXPECT[script]:
+        assert out[key] > 0, (key, out)
+    if script == "score_tokens.py":  # one batched call and four single calls give the same probabilities
+        assert out["positions"] == 4 and out["max_prob_diff"] < 1e-4, out
+    if script == "gpu_train.py":
+        runs = {r["run"].split("[")[0]: r for r in out["runs"]}
+        assert runs["ours"]["oracle_tokens_per_step"] == runs["reference"]["oracle_tokens_per_step"] > 0
+        assert runs["ours"]["context_tokens_per_step"] > 0
