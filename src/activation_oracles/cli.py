@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from .audit.cli import register as register_audit
 from .data.cli import app as data_app
 from .eval.cli import register as register_eval
 from .train.cli import register as register_train
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 register_train(app)
 register_eval(app)
+register_audit(app)
 
 
 @app.command()

@@ -1,0 +1,180 @@
+"""Who answers an audit's questions: the trained oracle and its controls, the organism itself, and
+(taboo) a logit lens. Oracle-based methods all go through `Oracle.ask`.
+
+- oracle:       the trained oracle reads the organism's activations
+- untrained:    the same injection into the base model with the oracle adapter off (Patchscopes)
+- no_injection: the trained oracle, placeholders left alone (the question's prior)
+- unrelated:    the trained oracle reads the base model's activations of an unrelated prompt
+- black_box:    the organism is asked directly; its reply is scored
+- logit_lens:   the organism's residual at the source layer through final norm and unembedding
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from ..models import layer_from_percent
+from ..prompt import chat_ids
+from .generators.common import GENERIC_CHAT
+from .logit_lens import logit_lens_probs, top_tokens
+from .organism import generate_replies, target_weights
+from .protocols import Item
+
+ORACLE_METHODS = ("oracle", "untrained", "no_injection", "unrelated")
+METHODS = (*ORACLE_METHODS, "black_box", "logit_lens")
+# Unrelated contexts: ordinary requests that carry no secret (one per item, cycled).
+UNRELATED = tuple(q for q, _ in GENERIC_CHAT)
+
+
+@dataclass
+class Reading:
+    """How the oracle reads a target prompt."""
+
+    layer_percent: float = 50
+    input: str = "full"  # full | segment | tokens
+    segment: tuple[int, int | None] = (-10, None)
+    token: str | int = "assistant"
+    positions: object = None  # explicit selection (overrides input)
+    with_reply: bool = False  # read the prompt and the organism's reply
+
+
+@dataclass
+class Sampling:
+    num_samples: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    max_new_tokens: int = 20
+
+
+def assistant_offset(tokenizer, messages: list[dict]) -> int:
+    """Index, counted from the end, of the assistant start-of-turn token: the first token the chat
+    template adds as the generation prompt (-3 on Gemma-2, -7 on Qwen3 with thinking off)."""
+    with_gen = chat_ids(tokenizer, messages, add_generation_prompt=True)
+    without = chat_ids(tokenizer, messages, add_generation_prompt=False)
+    return -(len(with_gen) - len(without))
+
+
+def selection(reading: Reading, tokenizer, messages: list[dict]):
+    """(positions, mode) for Oracle.ask."""
+    if reading.positions is not None:
+        return reading.positions, "full"
+    if reading.input == "full":
+        return "all", "full"
+    if reading.input == "segment":
+        return slice(*reading.segment), "segment"
+    if reading.input == "tokens":
+        tok = reading.token
+        if tok == "assistant":
+            if messages[-1]["role"] != "user":
+                raise ValueError("--token assistant reads the generation prompt; it cannot be used with --with-reply")
+            tok = assistant_offset(tokenizer, messages)
+        return int(tok), "tokens"
+    raise ValueError(f"--input {reading.input!r}: use full, segment or tokens")
+
+
+@contextlib.contextmanager
+def untrained(oracle):
+    """The oracle adapter off: the base model answers with the same injection (Patchscopes)."""
+    if hasattr(oracle, "adapter_disabled"):
+        with oracle.adapter_disabled():
+            yield
+        return
+    was = oracle.has_oracle_adapter
+    oracle.has_oracle_adapter = False  # the oracle then runs with every adapter disabled
+    try:
+        yield
+    finally:
+        oracle.has_oracle_adapter = was
+
+
+def _contexts(items: list[Item], replies: dict[int, str] | None, reading: Reading) -> list[list[dict]]:
+    if not reading.with_reply:
+        return [it.messages for it in items]
+    return [it.messages + [{"role": "assistant", "content": replies[id(it)]}] for it in items]
+
+
+def ask_oracle(oracle, method: str, items: list[Item], questions: list[str], *, reading: Reading,
+               sampling: Sampling, source: str, replies: dict[int, str] | None = None, seed: int = 0,
+               batch_size: int = 64) -> list[list[str]]:
+    """Each item's `num_samples` answers to its question under `method`."""
+    layer = layer_from_percent(oracle.model, reading.layer_percent)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    contexts = _contexts(items, replies, reading)
+    for i, (it, ctx) in enumerate(zip(items, contexts)):
+        if method == "unrelated":
+            ctx = [{"role": "user", "content": UNRELATED[i % len(UNRELATED)]}]
+            contexts[i] = ctx
+        pos, mode = selection(reading, oracle.tokenizer, ctx)
+        reads_target = method in ("oracle", "untrained") and not it.read_base
+        adapter = it.organism.adapter if reads_target else None
+        key = (adapter, str(pos), mode)
+        groups[key].append(i)
+    out: list[list[str]] = [[] for _ in items]
+    ctl = untrained(oracle) if method == "untrained" else contextlib.nullcontext()
+    with ctl:
+        for (adapter, _, mode), idx in groups.items():
+            pos, _ = selection(reading, oracle.tokenizer, contexts[idx[0]])
+            torch.manual_seed(seed)
+            answers = oracle.ask(
+                [contexts[i] for i in idx], [questions[i] for i in idx] if len(idx) > 1 else questions[idx[0]],
+                layer=layer, positions=pos, mode=mode, target_adapter=adapter,
+                source=source if adapter is not None else "orig",
+                max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample,
+                temperature=sampling.temperature, num_samples=sampling.num_samples, batch_size=batch_size,
+                # no_injection: the placeholders stay as they are (h + 0 * v)
+                coefficient=0.0 if method == "no_injection" else oracle_coefficient(oracle),
+            )
+            for a in answers:
+                out[idx[a.context_index]].append(a.text)
+    return out
+
+
+def oracle_coefficient(oracle) -> float:
+    return float(getattr(oracle, "config", {}).get("coefficient", 1.0))
+
+
+def organism_replies(oracle, items: list[Item], *, max_new_tokens: int = 48, seed: int = 0, black_box: bool = False,
+                     progress: bool = False) -> dict[int, str]:
+    """Replies (greedy) of each item's organism to its target prompt, or to its black-box question;
+    negatives (read_base) get the base model's replies. Keyed by id(item)."""
+    groups: dict[str | None, list[Item]] = defaultdict(list)
+    for it in items:
+        groups[None if it.read_base else it.organism.adapter].append(it)
+    out = {}
+    for adapter, its in groups.items():
+        prompts = [(it.black_box or it.messages) if black_box else it.messages for it in its]
+        with target_weights(oracle, adapter) as model:
+            texts = generate_replies(model, oracle.tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed,
+                                     progress=progress, desc="organism replies")
+        out.update({id(it): t for it, t in zip(its, texts)})
+    return out
+
+
+@torch.no_grad()
+def logit_lens_answers(oracle, items: list[Item], *, reading: Reading, k: int = 10) -> list[list[str]]:
+    """Per item: the top-k tokens of the organism's residual at the source layer, averaged over the
+    positions the oracle reads, through the final norm and unembedding (most probable first)."""
+    from ..hooks import collect_activations
+
+    layer = layer_from_percent(oracle.model, reading.layer_percent)
+    out = []
+    for it in items:
+        ids = chat_ids(oracle.tokenizer, it.messages, add_generation_prompt=True)
+        pos, mode = selection(reading, oracle.tokenizer, it.messages)
+        with target_weights(oracle, None if it.read_base else it.organism.adapter) as model:
+            x = torch.tensor([ids], device=next(model.parameters()).device)
+            h = collect_activations(model, x, layers=[layer], use_adapter=not it.read_base)[layer][0]
+        sel = _resolve(pos, len(ids))
+        probs = logit_lens_probs(oracle.model, h[sel]).mean(0)
+        out.append(top_tokens(oracle.tokenizer, probs, k))
+    return out
+
+
+def _resolve(pos, length: int) -> list[int]:
+    from ..oracle import resolve_positions
+
+    return resolve_positions(pos, length)
