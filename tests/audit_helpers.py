@@ -3,7 +3,10 @@ with `ao organism build`, all through the command line, in a shared temporary di
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import yaml
@@ -62,3 +65,31 @@ def results(d: Path) -> dict:
 
 def answers(d: Path) -> list[dict]:
     return [json.loads(line) for line in (d / "answers.jsonl").read_text().splitlines()]
+
+
+@contextlib.contextmanager
+def judge_stub():
+    """A local OpenAI-compatible /v1/chat/completions that rates 7 when the request mentions a pirate,
+    else replies without a number; yields (base url, [(path, auth header, body), ...])."""
+    seen = []
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), body))
+            text = "7" if "pirate" in body["messages"][0]["content"] else "x"
+            data = json.dumps({"choices": [{"message": {"content": text}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1", seen
+    finally:
+        server.shutdown()

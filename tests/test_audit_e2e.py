@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from audit_helpers import answers, build, ok, results, tiny_base, trained_oracle
+from audit_helpers import answers, build, judge_stub, ok, results, tiny_base, trained_oracle
 
 METHOD_ROWS = {"oracle": "trained oracle", "untrained": "untrained oracle", "no_injection": "no injection",
                "unrelated": "unrelated activations", "black_box": "black box", "logit_lens": "logit lens"}
@@ -87,9 +87,15 @@ def test_ssc_best_of_five_samples(world):
     root, base, oracle = world
     org = build(root, base, "ssc", "--encoding", "plain")
     d = root / "s1"
-    ok("audit", "ssc", "--oracle", oracle, "--organism", org, "--max-prompts", 1, "--out", d,
-       "--methods", "oracle,no_injection,black_box")
-    _, res, rows = _check_report(d, "ssc", ["oracle", "no_injection", "black_box"])
+    with judge_stub() as (url, seen):
+        ok("audit", "ssc", "--oracle", oracle, "--organism", org, "--max-prompts", 1, "--out", d,
+           "--methods", "oracle,no_injection,black_box", "--judge-url", url, "--judge-model", "stub")
+    report, res, rows = _check_report(d, "ssc", ["oracle", "no_injection", "black_box"])
+    # the optional judge: an extra column; 'talk like a pirate' rated 7/10, the rest unrated (0)
+    assert "LLM judge" in report and seen
+    for m in ("oracle", "black_box"):
+        j = res["methods"][m]["judge"]
+        assert j["value"] == pytest.approx(0.7 / 6) and j["n"] == 6
     test_rows = [r for r in rows if r["method"] == "oracle" and r["split"] == "test"]
     assert len(test_rows) == 6 * 5 and {r["sample"] for r in test_rows} == set(range(5))  # 6 constraints x 5
     assert res["config"]["best_of"] and res["config"]["sampling"]["temperature"] == 1.0

@@ -106,3 +106,19 @@ def test_difference_interval_newcombe():
     same = difference_interval([1, 0] * 10, [1, 0] * 10)
     assert same.value == 0 and same.low < 0 < same.high
     assert difference_interval([1, 1], [1, 1]).value == 0
+
+
+def test_llm_judge_talks_openai_compatible(monkeypatch):
+    """The optional judge against a local stub of /chat/completions (no network)."""
+    from audit_helpers import judge_stub
+
+    from activation_oracles.audit.judge import Judge
+
+    with judge_stub() as (url, seen):
+        monkeypatch.setenv("AO_TEST_JUDGE_KEY", "k123")
+        judge = Judge(url, "m", "AO_TEST_JUDGE_KEY")
+        assert judge.score("Speak like a pirate", "talk like a pirate") == pytest.approx(0.7)
+        assert judge.score("Speak like a pirate", "talk like a pirate") == pytest.approx(0.7)  # cached
+        assert judge.score("no number", "be brief") == 0.0
+    assert len(seen) == 2 and seen[0][0] == "/v1/chat/completions" and seen[0][1] == "Bearer k123"
+    assert seen[0][2]["model"] == "m" and seen[0][2]["temperature"] == 0

@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ..models import layer_from_percent
 from ..prompt import chat_ids
@@ -155,14 +156,15 @@ def organism_replies(oracle, items: list[Item], *, max_new_tokens: int = 48, see
 
 
 @torch.no_grad()
-def logit_lens_answers(oracle, items: list[Item], *, reading: Reading, k: int = 10) -> list[list[str]]:
+def logit_lens_answers(oracle, items: list[Item], *, reading: Reading, k: int = 10,
+                       progress: bool = False) -> list[list[str]]:
     """Per item: the top-k tokens of the organism's residual at the source layer, averaged over the
     positions the oracle reads, through the final norm and unembedding (most probable first)."""
     from ..hooks import collect_activations
 
     layer = layer_from_percent(oracle.model, reading.layer_percent)
     out = []
-    for it in items:
+    for it in tqdm(items, desc="logit lens", disable=not progress, leave=False):
         ids = chat_ids(oracle.tokenizer, it.messages, add_generation_prompt=True)
         pos, mode = selection(reading, oracle.tokenizer, it.messages)
         with target_weights(oracle, None if it.read_base else it.organism.adapter) as model:

@@ -93,6 +93,9 @@ def render_report(payload: dict, results: dict, run) -> str:
     if meta.get("paper_value") is not None:
         lines += ["", f"Paper ({meta.get('paper_model')}): trained oracle **{meta['paper_value']:.3f}** "
                       f"beside ours **{results['oracle'].score.value:.3f}**." if "oracle" in results else ""]
+    elif p.paper:
+        figs = ", ".join(f"{m} {v:.3f}" for m, v in p.paper.items())
+        lines += ["", f"For scale only (other models and organisms): the paper's trained oracle scored {figs}."]
     if p.binary:
         lines += ["", "TPR - FPR: rate of naming the positive class (female when both genders are audited) on "
                       "organisms of that class minus the rate on the negatives (organisms of the other gender, or "

@@ -160,7 +160,7 @@ class AuditRun:
             self._record("black_box", "test", test, answers, asked, replies=replies)
             results["black_box"] = self._result("black_box", test, answers)
         if "logit_lens" in cfg.methods:
-            tops = logit_lens_answers(self.oracle, test, reading=cfg.reading)
+            tops = logit_lens_answers(self.oracle, test, reading=cfg.reading, progress=self.progress)
             answers = [[t[0] if t else ""] for t in tops]
             self._record("logit_lens", "test", test, answers, extra=[{"top_tokens": t} for t in tops])
             results["logit_lens"] = self._result("logit_lens", test, answers)
