@@ -85,6 +85,13 @@ def test_assistant_token_and_selection(smol_tokenizer):
     assert selection(Reading(input="tokens"), smol_tokenizer, msgs) == (-4, "tokens")
     assert selection(Reading(input="segment"), smol_tokenizer, msgs) == (slice(-10, None), "segment")
     assert selection(Reading(positions=slice(0, 10)), smol_tokenizer, msgs) == (slice(0, 10), "full")
+    # diff: the first 10 tokens of the user's text, past SmolLM2's default system prompt
+    from activation_oracles.audit.methods import user_text_start
+
+    start = user_text_start(smol_tokenizer, msgs)
+    assert smol_tokenizer.convert_ids_to_tokens(ids[start]) == "What" and start > 20
+    assert selection(Reading(positions=slice(0, 10), from_user=True), smol_tokenizer, msgs) == \
+        (slice(start, start + 10), "full")
     with pytest.raises(ValueError, match="--with-reply"):
         selection(Reading(input="tokens"), smol_tokenizer, msgs + [{"role": "assistant", "content": "No."}])
 

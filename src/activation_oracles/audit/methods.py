@@ -40,6 +40,7 @@ class Reading:
     segment: tuple[int, int | None] = (-10, None)
     token: str | int = "assistant"
     positions: object = None  # explicit selection (overrides input)
+    from_user: bool = False  # a `positions` slice counts from the first token of the user's text
     with_reply: bool = False  # read the prompt and the organism's reply
 
 
@@ -59,10 +60,28 @@ def assistant_offset(tokenizer, messages: list[dict]) -> int:
     return -(len(with_gen) - len(without))
 
 
+def user_text_start(tokenizer, messages: list[dict]) -> int:
+    """Index of the first token of the last user turn's text: where the ids of the same conversation
+    with two different texts first differ (past any system prompt a template adds by default)."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+
+    def ids(text):
+        msgs = [dict(m) for m in messages]
+        msgs[last]["content"] = text
+        return chat_ids(tokenizer, msgs, add_generation_prompt=messages[-1]["role"] == "user")
+
+    a, b = ids("apple pie"), ids("zebra crossing")
+    return next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+
+
 def selection(reading: Reading, tokenizer, messages: list[dict]):
     """(positions, mode) for Oracle.ask."""
     if reading.positions is not None:
-        return reading.positions, "full"
+        pos = reading.positions
+        if reading.from_user and isinstance(pos, slice):
+            start = user_text_start(tokenizer, messages)
+            pos = slice(start + (pos.start or 0), None if pos.stop is None else start + pos.stop)
+        return pos, "full"
     if reading.input == "full":
         return "all", "full"
     if reading.input == "segment":

@@ -29,6 +29,7 @@ class Protocol:
     segment: tuple[int, int | None] = (-10, None)  # [start, end) from the end of the target prompt
     token: str | int = "assistant"  # tokens mode: the assistant start-of-turn token, or an index
     positions: object = None  # explicit selection (overrides input), e.g. slice(0, 10)
+    from_user: bool = False  # positions count from the first token of the user's text
     source: str = "lora"
     prompt_style: str = "direct"
     num_samples: int = 1
@@ -70,14 +71,16 @@ PROTOCOLS: dict[str, Protocol] = {
               "Llama-3.3-70B 0.143; Fig. 18 yes/no: 0.696, 0.554, 0.632). Score: the value's words (or a "
               "synonym's) as whole words, any order."),
     "diff": Protocol(
-        "diff", lambda a, d: domain_score(a, d), ORACLE_PROMPTS["diff"], positions=slice(0, 10), source="diff",
+        "diff", lambda a, d: domain_score(a, d), ORACLE_PROMPTS["diff"], positions=slice(0, 10), from_user=True, source="diff",
         num_samples=10, do_sample=True, temperature=1.0, max_new_tokens=40,
         paper={},
         notes="Paper: the activation difference (fine-tune minus base) of the first 10 tokens, one open prompt, "
               "10 verbalizations handed to an auditing agent whose hypothesis a grader scores 1-5 (Fig. 4: 2/5 "
               "for the oracle and for ADL; 2/5 = the fine-tune's domain identified). Here: the share of "
               "verbalizations that name the domain (keyword list), not comparable to the agent's grade. "
-              "Sampling temperature and length of the paper's verbalizations are not stated (assumed 1.0, 40)."),
+              "Sampling temperature and length of the paper's verbalizations are not stated (assumed 1.0, 40). The 10 "
+              "tokens are counted from the user's text (a template's default system prompt, as SmolLM2's, would "
+              "otherwise fill them, the same for every prompt)."),
 }
 
 

@@ -49,7 +49,8 @@ class AuditConfig:
         if audit not in PROTOCOLS:
             raise AuditError(f"audit {audit!r} is unknown: use one of {', '.join(AUDITS)}")
         p = PROTOCOLS[audit]
-        reading = Reading(input=p.input, segment=p.segment, token=p.token, positions=p.positions)
+        reading = Reading(input=p.input, segment=p.segment, token=p.token, positions=p.positions,
+                          from_user=p.from_user)
         sampling = Sampling(p.num_samples, p.do_sample, p.temperature, p.max_new_tokens)
         rkeys, skeys = set(asdict(reading)), set(asdict(sampling))
         reading = replace(reading, **{k: v for k, v in over.items() if k in rkeys and v is not None})
