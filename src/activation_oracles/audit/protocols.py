@@ -64,14 +64,14 @@ PROTOCOLS: dict[str, Protocol] = {
               "of 5, GPT-4.1 extracts the phrase and rates similarity 0-10 (Fig. 3: 0.590). Here the offline "
               "score is a lexical F1 of content words (not comparable); --judge-url adds an LLM judge."),
     "personaqa": Protocol(
-        "personaqa", persona_score, ORACLE_PROMPTS["personaqa"], segment=(-20, None), token=-1, max_new_tokens=40,
+        "personaqa", persona_score, ORACLE_PROMPTS["personaqa"], segment=(-20, None), max_new_tokens=40,
         paper={"Qwen/Qwen3-8B": 0.122, "google/gemma-2-9b-it": 0.143, "meta-llama/Llama-3.3-70B-Instruct": 0.143},
         notes="Paper: target prompt 'My name is {name}.', shuffled personas, full sequence, layer 50 %, greedy, "
               "one question per attribute (Fig. 17 open-ended: Qwen3-8B 0.122, Gemma-2-9B-IT 0.143, "
               "Llama-3.3-70B 0.143; Fig. 18 yes/no: 0.696, 0.554, 0.632). Score: the value's words (or a "
               "synonym's) as whole words, any order."),
     "diff": Protocol(
-        "diff", lambda a, d: domain_score(a, d), ORACLE_PROMPTS["diff"], positions=slice(0, 10), from_user=True, source="diff",
+        "diff", domain_score, ORACLE_PROMPTS["diff"], positions=slice(0, 10), from_user=True, source="diff",
         num_samples=10, do_sample=True, temperature=1.0, max_new_tokens=40,
         paper={},
         notes="Paper: the activation difference (fine-tune minus base) of the first 10 tokens, one open prompt, "

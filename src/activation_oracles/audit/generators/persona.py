@@ -79,7 +79,7 @@ def _bio(p: dict, rng: random.Random) -> str:
     return " ".join(parts)
 
 
-def generate(*, personas: list[dict], data: list[dict] | None, rng: random.Random, repeats: int = 3,
+def generate(*, personas: list[dict], data: list[dict] | None, rng: random.Random, repeats: int = 2,
              chat_share: float = 0.05) -> OrganismData:
     if not personas:
         raise ValueError("--personas: no personas to learn")
