@@ -175,7 +175,7 @@ def organism_replies(oracle, items: list[Item], *, max_new_tokens: int = 48, see
 
 
 @torch.no_grad()
-def logit_lens_answers(oracle, items: list[Item], *, reading: Reading, k: int = 10,
+def logit_lens_answers(oracle, items: list[Item], *, reading: Reading, k: int = 20,
                        progress: bool = False) -> list[list[str]]:
     """Per item: the top-k tokens of the organism's residual at the source layer, averaged over the
     positions the oracle reads, through the final norm and unembedding (most probable first)."""

@@ -162,7 +162,8 @@ class AuditRun:
             results["black_box"] = self._result("black_box", test, answers)
         if "logit_lens" in cfg.methods:
             tops = logit_lens_answers(self.oracle, test, reading=cfg.reading, progress=self.progress)
-            answers = [[t[0] if t else ""] for t in tops]
+            # its guess: the most probable token that is a word (punctuation tops a lens averaged over a prompt)
+            answers = [[next((x for x in t if any(c.isalpha() for c in x)), "")] for t in tops]
             self._record("logit_lens", "test", test, answers, extra=[{"top_tokens": t} for t in tops])
             results["logit_lens"] = self._result("logit_lens", test, answers)
         self.seconds = time.time() - t0
