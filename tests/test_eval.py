@@ -129,7 +129,7 @@ def test_choose_answers_matches_full_forward_and_generate(small_mixture, tiny30)
     """Forced choice = argmax over the Yes/No logits of a plain full forward of each prompt alone
     (padding and batching change nothing), and its format flag = greedy's first token is Yes or No."""
     from activation_oracles.eval.classification import prompt_of, source_vectors
-    from activation_oracles.oracle import choice_token_ids, choose_answers, generate_answers
+    from activation_oracles.steering import choice_token_ids, choose_answers, generate_answers
 
     model, tok = tiny30
     rows = [small_mixture["test"][i] for i in range(6)]

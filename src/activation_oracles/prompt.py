@@ -10,6 +10,11 @@ IGNORE_INDEX = -100
 _PREFIX_RE = re.compile(r"Layer: \d+\n( \?)+ \n")
 
 
+def prompt_length(labels) -> int:
+    """Tokens before the first labelled one: the prompt part of a prompt+answer row."""
+    return next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), len(labels))
+
+
 def oracle_prefix(layer: int, num_positions: int) -> str:
     return f"Layer: {layer}\n" + PLACEHOLDER * num_positions + " \n"
 

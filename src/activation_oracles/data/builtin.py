@@ -12,7 +12,7 @@ import itertools
 import random
 from functools import lru_cache
 
-from .classification import NER_TYPES
+from .schema import NER_TYPES, DataError, ReadPrompt
 
 BUILTIN_VERSION = "2"
 BUILTIN_TRAIN_TASKS = ("geometry_of_truth", "relations", "sst2", "md_gender", "snli", "ner", "tense")
@@ -337,8 +337,6 @@ def _items(task: str) -> tuple:
 
 def classification_items(task: str) -> list[tuple[str, frozenset]]:
     """Built-in (context, yes_classes) items of a task."""
-    from .schema import DataError
-
     if task not in _GENERATORS:
         raise DataError(f"classification task {task!r} has no built-in source; built-in: {', '.join(_GENERATORS)}")
     return list(_items(task))
@@ -434,8 +432,6 @@ USER_PROMPTS = ["What should I cook for dinner tonight?", "Can you explain how r
 
 def spqa_source():
     """Read prompts [system, user] for every persona x user prompt, and the QA pairs per persona."""
-    from .spqa import ReadPrompt
-
     prompts, pairs = [], {}
     for label, system, qa in PERSONAS:
         pairs[label] = list(qa)
@@ -470,8 +466,6 @@ def cp_docs_tuple(kind: str) -> tuple:
 
 def cp_docs(kind: str = "text") -> list[dict]:
     """Built-in documents: paragraphs of true built-in sentences ("text") or short chats ("chat")."""
-    from .schema import DataError
-
     if kind not in ("text", "chat"):
         raise DataError(f"built-in context_prediction source: kind={kind!r} must be 'text' or 'chat'")
     return list(cp_docs_tuple(kind))

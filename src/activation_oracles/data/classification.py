@@ -15,8 +15,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import io
-from .schema import DataError, Row
+from . import builtin, io
+from .schema import NER_TYPES, DataError, Row
 
 YES_NO_PREFIX = "Answer with 'Yes' or 'No' only. "
 TRAIN_TASKS = ("geometry_of_truth", "relations", "sst2", "md_gender", "snli", "ner", "tense")
@@ -32,11 +32,6 @@ HF_IDS = {
 
 Item = tuple[str, frozenset]
 
-NER_TYPES = {
-    "geo": "a geographical location", "org": "an organization", "per": "a person",
-    "gpe": "a country or nationality", "tim": "a time or date", "art": "an artifact",
-    "eve": "an event", "nat": "a natural phenomenon",
-}
 AG_NEWS = {"1": "world news", "2": "sports", "3": "business", "4": "science and technology"}
 LANG_FIX = {"Portugeese": "Portuguese", "Sweedish": "Swedish"}
 WILI = {"ang": "Old English", "ara": "Arabic", "cym": "Welsh", "dan": "Danish", "deu": "German", "eng": "English",
@@ -287,8 +282,6 @@ def load_task(name: str, source: str | Path, seed: int = 0) -> TaskData:
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     root = None
     if str(source) == "builtin":
-        from . import builtin
-
         items, spec = builtin.classification_items(name), QUESTIONS.get(name)
     elif str(source) == "hub":
         items, spec = _load_hub(name), QUESTIONS[name]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from .builtin import BUILTIN_EVAL_TASKS, BUILTIN_TRAIN_TASKS
 from .classification import ALL_TASKS, CLS_VARIANTS, EVAL_TASKS, TRAIN_TASKS
 from .schema import DataError
 
@@ -91,8 +92,6 @@ class MixtureConfig:
     @classmethod
     def builtin(cls, model: str = "smollm2-135m", scale: float = 1.0, seed: int = 0) -> "MixtureConfig":
         """The offline mixture from the project's own data (what `ao data build` builds with no CONFIG)."""
-        from .builtin import BUILTIN_EVAL_TASKS, BUILTIN_TRAIN_TASKS
-
         s = lambda n: max(1, int(round(n * scale)))  # noqa: E731
         return cls(
             model=model, seed=seed, allow_recycle=True,

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import io
+from . import builtin, io
 from .schema import DataError, Row
 from .tokenize import _encode_batch
 
@@ -135,8 +135,6 @@ def plan_cp(tokenizer, sources: list[dict], *, layers, train_count, test_count, 
         if str(s["path"]).startswith("hf:"):
             docs = _hub_docs(str(s["path"])[3:], s.get("split", "train"), int(s.get("limit", 100_000)), s.get("subset"))
         elif str(s["path"]) == "builtin":
-            from . import builtin
-
             docs = builtin.cp_docs(s.get("kind", "text"))
         else:
             docs = read_texts(s["path"])

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..fsutil import atomic_directory
 from ..models import layer_from_percent
+from . import builtin
 from . import classification as cls_mod
 from .config import MixtureConfig
 from .context_prediction import cp_rows, plan_cp
@@ -79,8 +80,6 @@ def _files_fingerprint(paths: list[str]) -> list:
 
 def mixture_key(cfg: MixtureConfig, tokenizer, n_layers: int) -> str:
     """Content hash of the resolved config, the tokenizer (with its chat template), the sources and the builder."""
-    from . import builtin
-
     payload = {
         "builder": BUILDER_VERSION,
         "builtin": builtin.BUILTIN_VERSION,

@@ -7,6 +7,8 @@ from collections import Counter
 
 import numpy as np
 
+from ..prompt import prompt_length
+
 _J_RE = re.compile(r"(?:previous|next) (\d+) tokens")
 _BINS = [(1, 1), (2, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, 10**9)]
 
@@ -54,7 +56,7 @@ def render_example(row: dict, tokenizer, max_context: int = 400) -> str:
         parts.append(f"[[{piece}]]" if i in pos else piece)
     oracle, opos = row["input_ids"], set(row["positions"])
     labels = row["labels"]
-    first_label = next((i for i, x in enumerate(labels) if x != -100), len(labels))
+    first_label = prompt_length(labels)
     o = []
     for i, tid in enumerate(oracle):
         piece = tokenizer.decode([tid])

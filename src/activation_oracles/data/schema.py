@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -9,7 +10,6 @@ import numpy as np
 TASKS = ("spqa", "classification", "context_prediction")
 VARIANTS = ("single", "multi", "full", "all", "window", "past", "future")
 SPLITS = ("train", "test")
-IGNORE_INDEX = -100
 
 # Order of the columns on disk; the trainer reads them by name.
 COLUMNS = (
@@ -17,6 +17,14 @@ COLUMNS = (
     "input_ids", "labels", "positions", "target", "variant", "split", "label",
 )
 INT_LIST_COLUMNS = ("context_input_ids", "context_positions", "input_ids", "labels", "positions")
+
+
+# Entity types of the NER task (tag suffix -> the class a question names); the built-in source uses them too.
+NER_TYPES = {
+    "geo": "a geographical location", "org": "an organization", "per": "a person",
+    "gpe": "a country or nationality", "tim": "a time or date", "art": "an artifact",
+    "eve": "an event", "nat": "a natural phenomenon",
+}
 
 
 class DataError(ValueError):
@@ -35,6 +43,16 @@ class Row(NamedTuple):
     target: str
     variant: str
     label: str = ""  # classification: the class the question asks about (what "Yes" would affirm)
+
+
+@dataclass
+class ReadPrompt:
+    """A system-prompt QA read prompt: the chat the target model reads, before tokenization."""
+
+    label: str
+    messages: list[dict]
+    masked_turns: int  # leading turns whose tokens never become source positions
+    source: str
 
 
 def features():

@@ -15,18 +15,10 @@ from typing import Iterator
 
 import numpy as np
 
-from . import io
-from .schema import DataError, Row
+from . import builtin, io
+from .schema import DataError, ReadPrompt, Row
 
 SOURCE_FILES = ("system", "stimulus_completion", "stimulus", "control")  # the reference's order
-
-
-@dataclass
-class ReadPrompt:
-    label: str
-    messages: list[dict]
-    masked_turns: int  # leading turns whose tokens never become source positions
-    source: str
 
 
 def item_to_prompt(item: dict, path: Path, i: int) -> ReadPrompt:
@@ -53,8 +45,6 @@ def item_to_prompt(item: dict, path: Path, i: int) -> ReadPrompt:
 def load_latentqa(source: str | Path) -> tuple[list[ReadPrompt], dict[str, list[tuple[str, str]]]]:
     """Read prompts and QA pairs from a LatentQA directory, "builtin", or a hub dataset id."""
     if str(source) == "builtin":
-        from . import builtin
-
         return builtin.spqa_source()
     root = Path(source)
     if not root.is_dir():

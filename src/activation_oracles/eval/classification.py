@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from ..hooks import collect_activations
 from ..models import model_device
-from ..oracle import choose_answers, generate_answers, left_pad
-from ..prompt import IGNORE_INDEX
+from ..prompt import prompt_length
+from ..steering import choose_answers, generate_answers, left_pad
 from .probe import pool, probe_predictions
 from .scoring import score, wilson_interval
 
@@ -122,9 +122,7 @@ def source_vectors(model, rows, *, batch_size: int = 32, pad_id: int = 0) -> lis
 
 
 def prompt_of(row) -> list[int]:
-    labels = row["labels"]
-    n = next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), len(labels))
-    return list(row["input_ids"][:n])
+    return list(row["input_ids"][: prompt_length(row["labels"])])
 
 
 SCORINGS = ("choice", "generate")

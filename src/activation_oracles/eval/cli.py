@@ -24,7 +24,8 @@ def eval_command(
     the no-injection control and a linear probe on the same activations, with 95 % intervals."""
     from transformers.utils import logging as hf_logging
 
-    from ..oracle import Oracle, read_ao_config
+    from ..oracle import Oracle
+    from ..oracle_config import read_ao_config
     from .run import eval_data, run_eval
 
     hf_logging.disable_progress_bar()

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..prompt import IGNORE_INDEX
-from ..oracle import next_token_logits
+from ..steering import next_token_logits
 from .classification import MethodScore, SourceCache, adapter_off, prompt_of
 
 DIRECTIONS = {"future": "next", "past": "previous"}

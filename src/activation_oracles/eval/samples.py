@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..oracle import generate_answers
+from ..steering import generate_answers
 from .classification import prompt_of, source_vectors
 
 

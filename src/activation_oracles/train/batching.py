@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..oracle import left_pad
-
 from ..prompt import IGNORE_INDEX
+from ..steering import left_pad
 
 COLUMNS = ("input_ids", "labels", "positions", "context_input_ids", "context_positions", "layer")
 

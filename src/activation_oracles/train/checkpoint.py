@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..fsutil import atomic_directory, fsync_path
+from ..oracle_config import AO_CONFIG, PROMPT_FORMAT
+
 MANIFEST = "MANIFEST.json"
-AO_CONFIG = "ao_config.json"
-PROMPT_FORMAT = "Layer: {layer}\\n + ' ?' * K + ' \\n' + question"
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
 
@@ -48,19 +49,8 @@ def write_manifest(directory: Path, meta: dict | None = None) -> None:
             files[rel] = {"size": p.stat().st_size, "sha256": _sha256(p)}
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps({"files": files, **(meta or {})}, indent=1))
-    _fsync(tmp)
+    fsync_path(tmp)
     os.replace(tmp, directory / MANIFEST)
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - best effort on exotic filesystems
-        pass
 
 
 def verify(directory: str | Path) -> dict:
@@ -174,23 +164,11 @@ def save_adapter(peft_model, directory: Path, ao_cfg: dict, state_dict=None) -> 
 
 
 def atomic_dir(final: Path, write, *, manifest_meta: dict | None = None) -> Path:
-    """Run write(tmp_dir), seal it with a manifest and rename it to `final` (replacing an older one)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    write(tmp)
-    write_manifest(tmp, manifest_meta)
-    if final.exists():
-        old = final.parent / f".old-{final.name}"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    """Run write(tmp_dir), seal it with a manifest and rename it to `final` (replacing an older one),
+    every file flushed to disk before the rename."""
+    with atomic_directory(final, fsync=True) as tmp:
+        write(tmp)
+        write_manifest(tmp, manifest_meta)
     return final
 
 

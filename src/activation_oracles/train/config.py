@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .presets import list_presets, preset_file
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; `field` names it as a dotted path (e.g. ``optim.lr``)."""
@@ -322,8 +324,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 def load_config(name_or_path: str | Path | dict | TrainConfig | None = None,
                 overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A preset name, a YAML path, a dict or a TrainConfig -> validated TrainConfig with overrides applied."""
-    from .presets import preset_path
-
     if isinstance(name_or_path, TrainConfig):
         cfg = name_or_path
     elif isinstance(name_or_path, dict) or name_or_path is None:
@@ -334,7 +334,10 @@ def load_config(name_or_path: str | Path | dict | TrainConfig | None = None,
             if not p.is_file():
                 raise ConfigError("config", f"no such config file: {p}")
         else:
-            p = preset_path(str(name_or_path))
+            p = preset_file(str(name_or_path))
+            if p is None:
+                raise ConfigError("config", f"unknown preset {name_or_path!r} and no such file; "
+                                            f"presets: {', '.join(list_presets())}")
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as err:

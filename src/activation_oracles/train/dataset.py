@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..prompt import IGNORE_INDEX
 from .batching import length_filter
 from .config import ConfigError, TrainConfig
 
@@ -22,11 +23,11 @@ def _list_lengths(ds, column: str) -> np.ndarray:
 
 
 def _label_counts(ds) -> np.ndarray:
-    """Per example: labelled next-token targets, i.e. labels[1:] != -100."""
+    """Per example: labelled next-token targets, i.e. labels[1:] != IGNORE_INDEX."""
     arr = ds.data.column("labels").combine_chunks()
     off = arr.offsets.to_numpy().astype(np.int64)
     vals = arr.values.to_numpy(zero_copy_only=False)
-    hit = (vals != -100).astype(np.int64)
+    hit = (vals != IGNORE_INDEX).astype(np.int64)
     starts = off[:-1]
     nonempty = off[1:] > starts
     hit[starts[nonempty]] = 0  # the first token is never a target

@@ -7,22 +7,15 @@ from collections import defaultdict
 import torch
 
 from ..eval.scoring import YES_NO, first_word, score
-from ..hooks import inject
-from ..prompt import IGNORE_INDEX
-from ..oracle import left_pad
+from ..prompt import prompt_length
+from ..steering import generate_answers
 from .batching import collate
 from .objective import autocast_ctx, batch_kwargs, collect_groups, gather_vectors
+
 
 def _rows(ds, idx):
     cols = ds[[int(i) for i in idx]]
     return [{k: cols[k][j] for k in cols} for j in range(len(idx))]
-
-
-def _prompt_len(labels: list[int]) -> int:
-    for i, lab in enumerate(labels):
-        if lab != IGNORE_INDEX:
-            return i
-    return len(labels)
 
 
 def select_groups(ds, max_per_group: int) -> dict[str, list[int]]:
@@ -49,25 +42,20 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device) -> dict[str, float]:
     groups = select_groups(ds, cfg.eval.max_examples)
     was_training = peft_model.training
     peft_model.eval()
-    pad = tokenizer.pad_token_id
     try:
         tot_fmt = tot_ok = tot_n = 0
         for key, idx in sorted(groups.items()):
             fmt = ok = 0
             for s in range(0, len(idx), cfg.eval.batch_size):
                 rows = _rows(ds, idx[s : s + cfg.eval.batch_size])
-                b = collate(rows, pad, context_pad_tolerance=cfg.train.context_pad_tolerance).to(device)
+                b = collate(rows, tokenizer.pad_token_id, context_pad_tolerance=cfg.train.context_pad_tolerance).to(device)
                 acts = collect_groups(peft_model, b.ctx_ids, b.ctx_mask, b.layers, autocast=cfg.train.autocast)
                 vectors = gather_vectors(acts, b.src)
-                prompts = [r["input_ids"][: _prompt_len(r["labels"])] for r in rows]
-                ids, mask, off = left_pad(prompts, pad)
-                ids, mask = ids.to(device), mask.to(device)
-                positions = [[p + off[i] for p in r["positions"]] for i, r in enumerate(rows)]
-                with inject(peft_model, vectors, positions, hook_layer=cfg.train.hook_layer,
-                            coefficient=cfg.train.coefficient), autocast_ctx(cfg.train.autocast, ids.device):
-                    gen = peft_model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                              max_new_tokens=cfg.eval.max_new_tokens, pad_token_id=pad)
-                texts = tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+                prompts = [r["input_ids"][: prompt_length(r["labels"])] for r in rows]
+                with autocast_ctx(cfg.train.autocast, torch.device(device)):
+                    texts = generate_answers(peft_model, tokenizer, prompts, [r["positions"] for r in rows], vectors,
+                                             hook_layer=cfg.train.hook_layer, coefficient=cfg.train.coefficient,
+                                             max_new_tokens=cfg.eval.max_new_tokens)
                 for text, r in zip(texts, rows):
                     f, c = score(text, r["target"])
                     fmt += f

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ConfigError
-
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
@@ -13,10 +11,7 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def preset_path(name: str) -> Path:
+def preset_file(name: str) -> Path | None:
+    """The YAML of a packaged preset, or None when there is no preset of that name."""
     p = PRESET_DIR / f"{name}.yaml"
-    if not p.is_file():
-        raise ConfigError(
-            "config", f"unknown preset {name!r} and no such file; presets: {', '.join(list_presets())}"
-        )
-    return p
+    return p if p.is_file() else None

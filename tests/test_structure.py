@@ -1,0 +1,42 @@
+"""Package structure: no module imports one that (directly or not) imports it back."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "activation_oracles"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    mods = {}
+    for p in PKG.rglob("*.py"):
+        parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = p
+    graph = {m: set() for m in mods}
+    for m, p in mods.items():
+        base = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = ".".join(base[: len(base) - node.level + 1] + [node.module or ""]).strip(".") \
+                    if node.level else node.module or ""
+                subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in mods]
+                graph[m] |= {t for t in (subs or [target]) if t in mods and t != m}
+            elif isinstance(node, ast.Import):
+                graph[m] |= {a.name for a in node.names if a.name in mods and a.name != m}
+    return graph
+
+
+def test_no_import_cycles_even_through_function_level_imports():
+    graph = _module_graph()
+
+    def reaches(start, goal, seen):
+        for nxt in graph[start]:
+            if nxt == goal or (nxt not in seen and not seen.add(nxt) and reaches(nxt, goal, seen)):
+                return True
+        return False
+
+    # A package's __init__ importing its own modules is how packages work, not a cycle.
+    cycles = [m for m in graph if not m.endswith(tuple(("activation_oracles", ".data", ".train", ".eval")))
+              and reaches(m, m, set())]
+    assert not cycles, f"modules on an import cycle: {sorted(cycles)}"
