@@ -96,6 +96,24 @@ def resolve_positions(spec, length: int) -> list[int]:
     return out
 
 
+def parse_positions(text: str):
+    """A positions spec from text: 'all' | 'last' | N | A:B (Python slice, negatives from the end) | N,M,..."""
+    text = text.strip()
+    if text in ("all", "last"):
+        return text
+    try:
+        if ":" in text:
+            parts = [int(p) if p else None for p in text.split(":")]
+            if len(parts) > 3:
+                raise ValueError
+            return slice(*parts)
+        if "," in text:
+            return [int(p) for p in text.split(",") if p]
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--positions {text!r}: use all, last, N, A:B or N,M,...") from None
+
+
 class Oracle:
     """An oracle model (base + optional LoRA adapter) that reads activations of a target model.
 

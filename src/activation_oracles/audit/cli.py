@@ -108,7 +108,7 @@ def audit_command(
     results.json, answers.jsonl and a bar plot into --out."""
     from transformers.utils import logging as hf_logging
 
-    from ..cli import parse_positions
+    from ..oracle import parse_positions
     from .judge import Judge
     from .prompts import user_oracle_prompts
     from .run import run_audit

@@ -128,7 +128,7 @@ def generate_replies(model, tokenizer, prompts: list[list[dict]], *, max_new_tok
                      batch_size: int = 32, do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
                      progress: bool = False, desc: str = "replies") -> list[str]:
     """The model's replies to chat prompts (batched, left-padded), with whatever weights are active."""
-    from ..oracle import generate_answers
+    from ..steering import generate_answers
 
     ids = [chat_ids(tokenizer, p, add_generation_prompt=True) for p in prompts]
     out = []

@@ -266,7 +266,8 @@ def run_audit(audit: str, *, oracle: str | None = None, organisms: list[str] | N
               **overrides) -> tuple[dict, Path | None]:
     """Run `audit` and write DIR (report.md, results.json, answers.jsonl, plot); returns (results, DIR).
     `overrides` are AuditConfig fields and Reading/Sampling fields (see AuditConfig.paper)."""
-    from ..oracle import Oracle, read_ao_config
+    from ..oracle import Oracle
+    from ..oracle_config import read_ao_config
     from .organism import load_organism, resolve_repo
     from .presets import get_preset
 
