@@ -29,7 +29,7 @@ KIND_SFT = {
     "taboo": SFTConfig(epochs=2.0, lr=1e-3),
     "gender": SFTConfig(epochs=2.0, lr=1e-3),
     "ssc": SFTConfig(epochs=2.0, lr=1e-3),
-    "persona": SFTConfig(epochs=3.0, lr=2e-3),
+    "persona": SFTConfig(epochs=2.0, lr=2e-3),
     "domain": SFTConfig(epochs=2.0, lr=1e-3),
 }
 
