@@ -95,9 +95,9 @@ class MethodResult:
 class AuditRun:
     """State of one audit run; `run()` returns (results dict, answer rows)."""
 
-    def __init__(self, oracle, organisms: list[Organism], cfg: AuditConfig, *, base: str, judge: Judge | None = None,
+    def __init__(self, oracle, organisms: list[Organism], cfg: AuditConfig, *, judge: Judge | None = None,
                  progress: bool = True, items: list[Item] | None = None):
-        self.oracle, self.organisms, self.cfg, self.base = oracle, organisms, cfg, base
+        self.oracle, self.organisms, self.cfg = oracle, organisms, cfg
         self.items = items if items is not None else plan_items(cfg, organisms)
         self.protocol = PROTOCOLS[cfg.audit]
         self.judge = judge
@@ -310,7 +310,7 @@ def run_audit(audit: str, *, oracle: str | None = None, organisms: list[str] | N
     items = plan_items(cfg, orgs)
     quant = pre.quantization if pre is not None else None
     orc = Oracle.from_pretrained(resolve_repo(base, hub_mirror), oracle_dir, device=device, quantization=quant)
-    run = AuditRun(orc, orgs, cfg, base=base, judge=judge, progress=progress, items=items)
+    run = AuditRun(orc, orgs, cfg, judge=judge, progress=progress, items=items)
     results = run.run()
     p = PROTOCOLS[audit]
     paper_value = pre.paper_value if pre is not None else None
