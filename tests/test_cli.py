@@ -39,3 +39,34 @@ def test_ask_bad_input_exit_code(smol):
     assert "layer=99 is out of range" in result.output
     result = runner.invoke(app, ["ask", "--model", "nope", "--context", "hi", "--question", "Q?"])
     assert result.exit_code == 2 and "spec='nope'" in result.output
+
+
+def test_ask_controls_prints_three_answers(smol):
+    result = runner.invoke(app, ["ask", "--context", "I loved this film.", "--question", "Is it positive?",
+                                 "--positions", "last", "--max-new-tokens", "3", "--controls"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("[layer 15"))
+    assert [ln.split()[0] for ln in lines[head + 1 : head + 4]] == ["A:", "no", "unrelated:"]
+    result = runner.invoke(app, ["ask", "--context", "I loved this film.", "--question", "Is it positive?",
+                                 "--positions", "last", "--max-new-tokens", "3", "--controls", "--json"])
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["control"] for r in rows] == [None, "no_injection", "unrelated"]
+
+
+def test_ask_scores_samples_layers_and_load_flags(smol):
+    base = ["ask", "--context", "I loved this film.", "--question", "Is it positive?", "--positions", "last"]
+    result = runner.invoke(app, base + ["--scores", "Yes,No", "--json", "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert set(row["probs"]) == {"Yes", "No"} and abs(sum(row["probs"].values()) - 1) < 1e-5
+    result = runner.invoke(app, base + ["--scores", "Yes,No", "--layers", "7,15"])
+    assert result.exit_code == 0, result.output
+    assert "[layers 7,15, positions" in result.stdout and " | No 0." in result.stdout
+    result = runner.invoke(app, base + ["--num-samples", "4", "--temperature", "1.5", "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert "(agreement " in result.stdout
+    result = runner.invoke(app, base + ["--source", "diff"])
+    assert result.exit_code == 2 and "target_adapter" in result.output
+    result = runner.invoke(app, base + ["--quantization", "8bit", "--device", "cpu"])
+    assert result.exit_code == 2 and "needs a CUDA GPU" in result.output

@@ -13,7 +13,8 @@ def test_mini_demo_end_to_end(tmp_path, capsys, smol):
 
     out = tmp_path / "demo_out"
     overrides = {"train.batch_size": 8, "eval.every": 0, "eval.final": False, "output.save_every": 0}
-    kw = dict(max_steps=2, data_scale=0.02, max_per_group=3, overrides=overrides, eval_tasks=["sst2", "tense"])
+    kw = dict(max_steps=2, data_scale=0.02, max_per_group=3, overrides=overrides, tasks=["sst2", "tense"],
+              heldout_tasks=["ag_news"])
     summary = run_demo(out, **kw)
     printed = capsys.readouterr().out
     for f in ("report.md", "results.json", "accuracy.png", "loss.png", "metrics.jsonl", "summary.json",
@@ -26,6 +27,10 @@ def test_mini_demo_end_to_end(tmp_path, capsys, smol):
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and all(m["loss"] > 0 for m in metrics)
     assert "Held-out yes/no accuracy" in printed and "Sample answers" in printed
+    for part in ("1. Trained tasks", "2. Held-out tasks", "3. Context prediction", "4. Hand-written sentences"):
+        assert part in report, part
+    assert re.search(r"\| ag_news \| full \| 1 \|", report)  # held-out tasks: half the questions per group
+    assert {a["task"] for a in summary["handwritten"]} == {"sst2", "tense"}
     assert summary["mean_all_oracle"] is not None
     samples = json.loads((out / "samples.json").read_text())
     assert samples and all(isinstance(s["answer"], str) for s in samples)

@@ -5,7 +5,7 @@ import torch
 from conftest import make_tiny_model
 
 import activation_oracles as ao
-from activation_oracles.oracle import resolve_positions
+from activation_oracles.oracle import NEUTRAL_TEXT, SOURCES, map_positions, resolve_positions
 
 CTX = "The movie was wonderful and I loved every minute of it."
 
@@ -14,6 +14,12 @@ CTX = "The movie was wonderful and I loved every minute of it."
 def oracle(smol):
     model, tok = smol
     return ao.Oracle(model, tok)
+
+
+@pytest.fixture(scope="module")
+def tiny_oracle(smol_tokenizer):
+    """A 4-block random model with SmolLM2's tokenizer: for mechanics that do not need a real model."""
+    return ao.Oracle(make_tiny_model("llama", seed=5), smol_tokenizer)
 
 
 def _count_generate(oracle, monkeypatch):
@@ -149,11 +155,110 @@ def test_lora_and_diff_sources(tiny_dir):
     oracle = ao.Oracle.from_pretrained(str(tiny_dir / "base"), None, device="cpu")
     ctxs = [oracle._tokenize_context("a secret word", raw=False)]
     oracle.load_target_adapter(str(target))
-    orig = oracle._collect(ctxs, 2, "orig", str(target))[0]
-    lora = oracle._collect(ctxs, 2, "lora", str(target))[0]
-    diff = oracle._collect(ctxs, 2, "diff", str(target))[0]
+    orig, lora, diff = (oracle._collect(ctxs, [2], src, str(target), batch_size=4)[0][2] for src in SOURCES)
     assert not torch.allclose(orig, lora)
     torch.testing.assert_close(diff, lora - orig)
     # the untrained oracle itself still runs on base weights with the target adapter loaded
     answers = oracle.ask("a secret word", "Q?", source="diff", target_adapter=str(target), max_new_tokens=3)
     assert len(answers) == 1
+
+
+def _record(monkeypatch, oracle):
+    """Record every injection (vectors, padded positions) and every generate's input ids."""
+    import activation_oracles.steering as steering
+
+    seen = {"inject": [], "generate": []}
+    real_inject, real_generate = steering.inject, oracle.model.generate
+
+    def inject(model, vectors, positions, **kw):
+        seen["inject"].append(([v.clone() for v in vectors], positions))
+        return real_inject(model, vectors, positions, **kw)
+
+    def generate(*a, **k):
+        seen["generate"].append(k["input_ids"].clone())
+        return real_generate(*a, **k)
+
+    monkeypatch.setattr(steering, "inject", inject)
+    monkeypatch.setattr(oracle.model, "generate", generate)
+    return seen
+
+
+def test_controls_change_only_the_injection(tiny_oracle, monkeypatch):
+    oracle = tiny_oracle
+    kw = dict(positions=[1, 4, -1], mode="tokens", max_new_tokens=3, layer=2)
+    runs = {}
+    for control in (None, "no_injection", "unrelated"):
+        seen = _record(monkeypatch, oracle)
+        answers = oracle.ask(CTX, "What is this?", control=control, **kw)
+        runs[control] = seen
+        assert [a.control for a in answers] == [control] * 3
+        runs[control]["positions"] = [a.positions for a in answers]
+        monkeypatch.undo()
+    prompts = [r["generate"][0] for r in runs.values()]
+    assert all(torch.equal(prompts[0], p) for p in prompts)  # the very same oracle prompts
+    assert len(runs[None]["inject"]) == 1 and len(runs["unrelated"]["inject"]) == 1
+    assert runs["no_injection"]["inject"] == []  # nothing injected
+    assert runs[None]["inject"][0][1] == runs["unrelated"]["inject"][0][1]  # at the same placeholders
+
+    ids = ao.prompt.chat_ids(oracle.tokenizer, [{"role": "user", "content": CTX}], add_generation_prompt=True)
+    neutral = ao.prompt.chat_ids(oracle.tokenizer, [{"role": "user", "content": NEUTRAL_TEXT}],
+                                 add_generation_prompt=True)
+    own = ao.collect_activations(oracle.model, torch.tensor([ids]), layers=[2])[2][0]
+    other = ao.collect_activations(oracle.model, torch.tensor([neutral]), layers=[2])[2][0]
+    n = len(ids)
+    picked = [1, 4, n - 1]
+    assert all(r["positions"] == [[p] for p in picked] for r in runs.values())
+    for got, p in zip(runs[None]["inject"][0][0], picked):
+        torch.testing.assert_close(got, own[[p]], rtol=1e-4, atol=1e-4)
+    for got, q in zip(runs["unrelated"]["inject"][0][0], map_positions(picked, n, len(neutral))):
+        torch.testing.assert_close(got, other[[q]], rtol=1e-4, atol=1e-4)
+
+
+def test_map_positions_first_to_first_last_to_last():
+    assert map_positions([0, 5, 10], 11, 21) == [0, 10, 20]  # a longer neutral text: spread out
+    assert map_positions([0, 5, 10], 11, 3) == [0, 1, 2]  # a shorter one: squeezed
+    assert map_positions([0], 1, 7) == [6]
+    assert map_positions([3, 4], 5, 5) == [3, 4]  # same length: the same positions
+
+
+def test_user_unrelated_context_and_control_errors(tiny_oracle):
+    oracle = tiny_oracle
+    (a,) = oracle.ask(CTX, "Q?", positions="last", control="unrelated", unrelated_context="Grey clouds today.",
+                      max_new_tokens=2)
+    assert a.control == "unrelated"
+    with pytest.raises(ValueError, match="control='both'"):
+        oracle.ask(CTX, "Q?", control="both")
+    with pytest.raises(ValueError, match="unrelated_context is only read with control='unrelated'"):
+        oracle.ask(CTX, "Q?", unrelated_context="x")
+
+
+def test_adapter_disabled_is_the_untrained_oracle(tiny_dir):
+    adapter = _save_lora(tiny_dir / "base", tiny_dir / "oracle", seed=1)
+    oracle = ao.Oracle.from_pretrained(str(tiny_dir / "base"), str(adapter), device="cpu")
+    baseline = ao.Oracle.from_pretrained(str(tiny_dir / "base"), None, device="cpu")
+    kw = dict(positions="last", max_new_tokens=6)
+    trained = oracle.ask("hello there", "Q?", **kw)[0].text
+    with oracle.adapter_disabled():
+        off = oracle.ask("hello there", "Q?", **kw)[0].text
+    assert off == baseline.ask("hello there", "Q?", **kw)[0].text != trained
+    assert oracle.ask("hello there", "Q?", **kw)[0].text == trained  # back on after the block
+
+
+def test_many_contexts_run_in_several_forwards(tiny_oracle, monkeypatch):
+    import activation_oracles.oracle as oracle_mod
+
+    oracle = tiny_oracle
+    forwards, real = [], oracle_mod.collect_activations
+
+    def counting(model, ids, *a, **k):
+        forwards.append(ids.shape[0])
+        return real(model, ids, *a, **k)
+
+    monkeypatch.setattr(oracle_mod, "collect_activations", counting)
+    generates = _record(monkeypatch, oracle)["generate"]
+    contexts = [f"Sentence number {i} is here." for i in range(7)]
+    answers = oracle.ask(contexts, "Q?", positions="last", max_new_tokens=2, batch_size=3)
+    assert forwards == [3, 3, 1] and [g.shape[0] for g in generates] == [3, 3, 1]
+    assert [a.context_index for a in answers] == list(range(7))  # query order kept despite length sorting
+    single = oracle.ask(contexts[5], "Q?", positions="last", max_new_tokens=2)[0].text
+    assert answers[5].text == single

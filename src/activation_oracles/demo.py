@@ -39,7 +39,10 @@ def train_or_resume(preset: str, data_dir: Path, run_dir: Path, overrides: dict)
 
 def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str = "smollm2-135m",
              max_steps: int | None = None, data_scale: float | None = None, max_per_group: int = 100,
-             overrides: dict | None = None, eval_tasks: list[str] | None = None) -> dict:
+             overrides: dict | None = None, tasks: list[str] | None = None,
+             heldout_tasks: list[str] | None = None) -> dict:
+    """`tasks`: trained tasks to evaluate (default all), `heldout_tasks`: tasks never trained on (default the
+    mixture's eval-only tasks)."""
     from transformers.utils import logging as hf_logging
 
     from .data import build_mixture
@@ -70,20 +73,63 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
 
     _stage("3/4 evaluating on held-out data against three baselines", t0)
     oracle = Oracle.from_pretrained(model, str(out / "adapter"), device="cpu")
-    # The tasks trained on (held-out contexts) by default: the unseen ones cost minutes and have no
-    # probe training split; `eval_tasks` or `ao eval --tasks` reach them.
-    eval_tasks = eval_tasks or list(mix.classification.train_tasks)
+    trained = list(tasks if tasks is not None else mix.classification.train_tasks)
+    heldout = list(heldout_tasks if heldout_tasks is not None else mix.classification.eval_tasks)
+    asked = ask_handwritten(oracle, trained)
     results, summary, samples, report = run_eval(
-        oracle, dd, out, tasks=eval_tasks, max_per_group=max_per_group, metrics_path=out / "metrics.jsonl",
-        title="Activation oracle demo: SmolLM2-135M-Instruct on CPU", bar_tasks=list(mix.classification.train_tasks),
+        oracle, dd, out, tasks=trained + heldout, max_per_group=max_per_group,
+        max_per_task={t: max(1, max_per_group // 2) for t in heldout}, metrics_path=out / "metrics.jsonl",
+        title="Activation oracle demo: SmolLM2-135M-Instruct on CPU", bar_tasks=trained, heldout_tasks=heldout,
+        cp_per_direction=max_per_group, autocast=cfg.train.autocast, extra_md=handwritten_markdown(asked),
         meta={"preset": preset, "base_model": model, "adapter": str(out / "adapter"),
               "train_examples": len(dd["train"]), "test_examples": len(dd["test"])},
     )
     _stage("4/4 done", t0)
-    print_summary(results, summary, samples, out)
+    print_summary(results, summary, samples, out, asked)
     summary["wall_seconds"] = round(time.time() - t0, 1)
+    summary["handwritten"] = asked
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+# Part 4 of the report: sentences written for this demo (in no training or test set), each asked about
+# both classes of its task, answered as a user gets answers from `ao ask` (whole prompt, greedy text).
+HANDWRITTEN = {
+    "sst2": (["The soup was cold and the waiter ignored us all evening.",
+              "What a delightful little film; I smiled the whole way through."],
+             ["Is the sentiment of this text positive?", "Is the sentiment of this text negative?"]),
+    "md_gender": (["My grandmother knitted a warm scarf for her neighbour.",
+                   "The old fisherman mended his nets before dawn."],
+                  ["Is this text about a woman?", "Is this text about a man?"]),
+    "ner": (["Angela Merkel met the mayor of Lisbon on Tuesday.",
+             "The kettle whistled softly in the empty kitchen."],
+            ["Does this text mention a person?", "Does this text mention a place?"]),
+    "tense": (["We walked along the river after dinner.", "They will open the new library next spring."],
+              ["Is this sentence in the past tense?", "Is this sentence in the future tense?"]),
+}
+
+
+def ask_handwritten(oracle, tasks, max_new_tokens: int = 6) -> list[dict]:
+    out = []
+    for task in tasks:
+        if task not in HANDWRITTEN:
+            continue
+        texts, questions = HANDWRITTEN[task]
+        for text in texts:
+            for a in oracle.ask(text, questions, max_new_tokens=max_new_tokens):
+                out.append({"task": task, "context": text, "question": a.question, "answer": a.text})
+    return out
+
+
+def handwritten_markdown(asked: list[dict]) -> str:
+    if not asked:
+        return ""
+    lines = ["## 4. Hand-written sentences, both classes asked", "",
+             "Sentences written for this demo, in no training or test set; the whole prompt is read "
+             "(`ao ask` defaults), the answer is the oracle's greedy text as it came.", "",
+             "| task | context | question | oracle |", "|---|---|---|---|"]
+    lines += [f"| {a['task']} | {a['context']} | {a['question']} | {a['answer']} |" for a in asked]
+    return "\n".join(lines)
 
 
 def demo_mixture(cfg, model: str, data_scale: float | None):
@@ -93,18 +139,24 @@ def demo_mixture(cfg, model: str, data_scale: float | None):
     return builtin_mixture_config(cfg, scale=data_scale, model=model)
 
 
-def print_summary(results, summary, samples, out: Path) -> None:
-    print("\nHeld-out yes/no accuracy (trained oracle | untrained | no injection | linear probe):")
+def print_summary(results, summary, samples, out: Path, asked=()) -> None:
+    print("\nHeld-out yes/no accuracy, questions about every class (trained oracle | untrained | no injection | "
+          "linear probe):")
     for r in results:
         s = {m: v.acc for m, v in r.scores.items()}
-        print(f"  {r.dataset:>24s} {r.variant:6s}  {s.get('oracle', float('nan')):.2f} | "
-              f"{s.get('untrained', float('nan')):.2f} | {s.get('no_injection', float('nan')):.2f} | "
-              f"{s.get('probe', float('nan')):.2f}   (n={r.n})")
+        fmt = lambda m: f"{s[m]:.2f}" if m in s else "  – "  # noqa: E731
+        print(f"  {r.dataset:>24s} {r.variant:6s}  {fmt('oracle')} | {fmt('untrained')} | {fmt('no_injection')} | "
+              f"{fmt('probe')}   (n={r.n})")
     if "bar" in summary:
-        print(f"\nOver the {len(summary['eligible_groups'])} groups whose probe reaches "
-              f"{summary['probe_threshold']:.0%}: oracle {summary['mean_oracle']:.3f}, untrained "
-              f"{summary['mean_untrained']:.3f}, no injection {summary['mean_no_injection']:.3f}, "
-              f"probe {summary['mean_probe']:.3f}  -> bar {'MET' if summary['bar']['met'] else 'NOT met'}")
+        from .eval.report import bar_markdown
+
+        print()
+        for line in bar_markdown(summary)[2:]:
+            print(line.replace("**", ""))
+    if asked:
+        print("\nHand-written sentences (whole prompt, greedy answers):")
+        for a in asked:
+            print(f"  [{a['task']}] {a['context']}\n      Q: {a['question']}  ->  {a['answer']!r}")
     if samples:
         print("\nSample answers (held-out):")
         for s in samples:

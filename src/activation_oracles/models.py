@@ -152,23 +152,37 @@ def load_model(
     quantization: str | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
 ):
-    """Load a causal LM and its tokenizer from an embedded name, a directory, a .gguf file or a hub id."""
+    """Load a causal LM and its tokenizer from an embedded name, a directory, a .gguf file or a hub id.
+
+    `device_map` ("auto", "balanced", or {module: device}) and `max_memory` ({0: "70GiB", "cpu": "200GiB"})
+    spread a model too large for one GPU over several (Accelerate's big-model loading); `device` then
+    only chooses the default dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or default_device()
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     dtype = dtype or default_dtype(device)
+    if max_memory is not None and device_map is None:
+        raise ValueError("max_memory only applies with device_map (e.g. device_map='auto')")
     qconfig = _quantization_config(quantization, device)
     where, gguf = resolve_spec(spec)
     if gguf is not None:
+        if device_map is not None:
+            raise ValueError(f"spec={spec!r} is a GGUF file, loaded whole on one device; device_map needs a "
+                             "directory or hub id")
         model, tok = _load_gguf(Path(where) / gguf, dtype)
         model.to(device)
     else:
         kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, revision=revision)
+        if device_map is not None:
+            kwargs.update(device_map=device_map, **({"max_memory": max_memory} if max_memory else {}))
         if qconfig is not None:
-            kwargs.update(quantization_config=qconfig, device_map={"": device})
+            kwargs.update(quantization_config=qconfig)
+            kwargs.setdefault("device_map", {"": device})
         if str(device).startswith("cuda"):
             kwargs["attn_implementation"] = attention_implementation(device)
         try:
@@ -176,7 +190,7 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
         except OSError as e:
             raise OSError(f"spec={spec!r}: could not load it ({e}). Check the id, the network or HF_HUB_OFFLINE.") from e
-        if qconfig is None:
+        if "device_map" not in kwargs:
             model.to(device)
     model.eval()
     return model, prepare_tokenizer(tok)

@@ -3,30 +3,48 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from .agreement import agree, normalize_answer
 from .hooks import collect_activations
 from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, model_device, num_layers
 from .oracle_config import read_ao_config
 from .prompt import chat_ids, format_oracle_prompt
-from .steering import generate_answers, left_pad
+from .registry import resolve_adapter
+from .steering import choice_probs, generate_steered, left_pad
 
 MODES = ("full", "tokens", "segment")
 SOURCES = ("orig", "lora", "diff")
+CONTROLS = ("no_injection", "unrelated")
+# What `control="unrelated"` reads when no `unrelated_context` is given: plain, topic-free prose.
+NEUTRAL_TEXT = ("The kettle clicked off in the kitchen. Outside, the afternoon stayed grey and still, and now "
+                "and then a bus went by at the end of the street. A cat slept on the windowsill.")
 
 
 @dataclass
 class OracleAnswer:
-    text: str
+    """One answer of `Oracle.ask` or `Oracle.score`. The optional fields are filled by the options that
+    compute them and are None otherwise."""
+
+    text: str  # score(): the most probable choice
     question: str
     context_index: int
     positions: list[int]
-    layer: int
+    layer: int  # the source layer (the first one of a multi-layer query)
     mode: str = "full"
     sample_index: int = 0
+    control: str | None = None  # None: the context's activations; "no_injection" | "unrelated": a control
+    probs: dict[str, float] | None = None  # score(): choice -> probability (sums to 1)
+    choice_mass: float | None = None  # score(): full-vocabulary probability of the choices' first tokens
+    logprob: float | None = None  # return_logprobs: log-probability of the answer's tokens (end token included)
+    tokens: list[str] | None = None  # return_logprobs: the answer's tokens
+    token_logprobs: list[float] | None = None  # return_logprobs: one per token
+    agreement: float | None = None  # num_samples > 1: share of the query's samples that match this answer
+    layers: list[int] | None = None  # all source layers, in prompt order ([layer] for a single-layer query)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,7 +66,7 @@ class _Query:
     question: str
     positions: list[int]
     sample_index: int = 0
-    vectors: torch.Tensor | None = field(default=None, repr=False)
+    vectors: torch.Tensor | None = field(default=None, repr=False)  # None: nothing injected
 
 
 # ----------------------------------------------------------------------------- argument parsing
@@ -68,6 +86,14 @@ def _is_single_context(x) -> bool:
     if isinstance(x, str) or _is_messages(x) or _is_token_ids(x):
         return True
     return isinstance(x, torch.Tensor) and x.dim() == 2
+
+
+def map_positions(positions: list[int], length: int, other_length: int) -> list[int]:
+    """Where positions of a `length`-token context fall in an `other_length`-token one (the unrelated
+    control): proportionally, first to first and last to last; a one-token context maps to the last."""
+    if length == 1:
+        return [other_length - 1] * len(positions)
+    return [round(p * (other_length - 1) / (length - 1)) for p in positions]
 
 
 def resolve_positions(spec, length: int) -> list[int]:
@@ -128,9 +154,16 @@ class Oracle:
         self.has_oracle_adapter = has_oracle_adapter
         self.config = config or {}
         self._target_adapters: dict[str, str] = {}
+        self._adapter_off = 0
 
     @classmethod
     def from_pretrained(cls, base: str = DEFAULT_MODEL, adapter: str | None = None, *, hook_layer=None, **load_kwargs):
+        """Load `base` (see `load_model`: dtype, device, quantization, and for models larger than one GPU
+        device_map="auto" with max_memory={...}) and the oracle LoRA `adapter`: a directory, a hub id,
+        "published" (the authors' oracle for this base model, see `registry.PUBLISHED`) or None (the
+        untrained, Patchscopes-style oracle). The adapter's ao_config.json (or the reference's config
+        files) sets the hook layer and, for a multi-layer oracle, the source layers."""
+        adapter = resolve_adapter(base, adapter)
         model, tok = load_model(base, **load_kwargs)
         config = read_ao_config(adapter)
         if adapter is not None:
@@ -162,8 +195,18 @@ class Oracle:
         return name
 
     @contextlib.contextmanager
+    def adapter_disabled(self):
+        """Within this block the oracle answers with its adapter off: the untrained, Patchscopes-style
+        oracle (the same prompts and injection into the base weights), e.g. as an audit baseline."""
+        self._adapter_off += 1
+        try:
+            yield self
+        finally:
+            self._adapter_off -= 1
+
+    @contextlib.contextmanager
     def _oracle_weights(self):
-        if self.has_oracle_adapter:
+        if self.has_oracle_adapter and not self._adapter_off:
             self.model.set_adapter("oracle")
             yield
         elif self._is_peft():
@@ -199,32 +242,40 @@ class Oracle:
             f"(got {type(ctx).__name__}{' (empty)' if hasattr(ctx, '__len__') and len(ctx) == 0 else ''})"
         )
 
-    def _collect(self, contexts: list[_Context], layer: int, source: str, target_adapter: str | None):
-        """[L_i, D] activations per token context, from as few forwards as the source needs."""
-        todo = [i for i, c in enumerate(contexts) if c.ids is not None]
-        if not todo:
-            return {}
-        ids, mask, offsets = left_pad([contexts[i].ids for i in todo], self.tokenizer.pad_token_id)
+    def _collect(self, contexts: list[_Context], layers: list[int], source: str, target_adapter: str | None,
+                 batch_size: int) -> dict[int, dict[int, torch.Tensor]]:
+        """{context index: {layer: [L_i, D]}} for every context: token contexts in forwards of at most
+        `batch_size` contexts (similar lengths together, to pad little), precomputed vectors as given."""
+        out = {i: {layers[0]: c.vectors} for i, c in enumerate(contexts) if c.vectors is not None}
+        todo = sorted((i for i, c in enumerate(contexts) if c.ids is not None), key=lambda i: -contexts[i].length)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            acts, offsets = self._collect_batch([contexts[i].ids for i in chunk], layers, source, target_adapter)
+            for row, i in enumerate(chunk):
+                out[i] = {layer: acts[layer][row, offsets[row] :] for layer in layers}
+        return out
+
+    def _collect_batch(self, seqs, layers, source, target_adapter):
+        ids, mask, offsets = left_pad(seqs, self.tokenizer.pad_token_id)
         dev = model_device(self.model)
         ids, mask = ids.to(dev), mask.to(dev)
 
         def run(with_target: bool):
             if not with_target:
-                return collect_activations(self.model, ids, mask, layers=[layer])[layer]
+                return collect_activations(self.model, ids, mask, layers=layers)
             self.model.set_adapter(self._target_adapters[target_adapter])
             try:
-                return collect_activations(self.model, ids, mask, layers=[layer], use_adapter=True)[layer]
+                return collect_activations(self.model, ids, mask, layers=layers, use_adapter=True)
             finally:
                 if self.has_oracle_adapter:
                     self.model.set_adapter("oracle")
 
         if source == "orig":
-            acts = run(False)
-        elif source == "lora":
-            acts = run(True)
-        else:
-            acts = run(True).float() - run(False).float()
-        return {i: acts[row, offsets[row] :] for row, i in enumerate(todo)}
+            return run(False), offsets
+        if source == "lora":
+            return run(True), offsets
+        tuned, base = run(True), run(False)
+        return {layer: tuned[layer].float() - base[layer].float() for layer in layers}, offsets
 
     # ------------------------------------------------------------------ asking
 
@@ -234,7 +285,8 @@ class Oracle:
         question,
         *,
         layer: int | None = None,
-        layer_percent: float = 50,
+        layers: list[int] | None = None,
+        layer_percent: float | None = None,
         positions="all",
         target_adapter: str | None = None,
         source: str = "orig",
@@ -244,46 +296,167 @@ class Oracle:
         num_samples: int = 1,
         mode: str = "full",
         raw: bool = False,
-        coefficient: float = 1.0,
-        batch_size: int = 256,
+        coefficient: float | None = None,
+        batch_size: int = 64,
+        control: str | None = None,
+        unrelated_context=None,
+        return_logprobs: bool = False,
+        matcher: Callable[[str], Hashable] | None = None,
+        group_samples: bool = False,
     ) -> list[OracleAnswer]:
-        """Ask `question` about the activations of `context` at `layer`; one answer per query, in order."""
+        """Ask `question` about the activations of `context`; one answer per query, in order.
+
+        Source layer: `layer` (a block index), `layer_percent` (of the depth), or `layers=[l1, l2, ...]`
+        for a multi-layer oracle (one "Layer: l" block of placeholders per layer, the same positions read
+        at each); by default the layers the adapter's ao_config.json names for a multi-layer oracle, else
+        50 % of the depth.
+
+        `control="no_injection"` answers the same prompts with nothing injected; `control="unrelated"`
+        injects the activations of `unrelated_context` (default `NEUTRAL_TEXT`) at the positions that
+        `map_positions` assigns. Contexts are read and answers generated `batch_size` at a time.
+        `return_logprobs` fills `logprob`, `tokens` and `token_logprobs`. With `num_samples > 1` each
+        answer's `agreement` is the share of its query's samples with the same `matcher(text)` (default
+        `normalize_answer`); `group_samples=True` returns one answer per distinct one instead, most
+        agreed first."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples} must be at least 1")
+        if num_samples > 1 and not do_sample:
+            raise ValueError("num_samples > 1 needs do_sample=True (greedy answers would be identical)")
+        coefficient = self._coefficient(coefficient)
+        layers, queries = self._prepare(context, question, layer=layer, layers=layers, layer_percent=layer_percent,
+                                       positions=positions, target_adapter=target_adapter, source=source,
+                                       num_samples=num_samples, mode=mode, raw=raw, batch_size=batch_size,
+                                       control=control, unrelated_context=unrelated_context)
+        answers = []
+        for start in range(0, len(queries), batch_size):
+            chunk = queries[start : start + batch_size]
+            gen = self._generate(chunk, layers, max_new_tokens, do_sample, temperature, coefficient, return_logprobs)
+            for i, (q, text) in enumerate(zip(chunk, gen.texts)):
+                a = self._answer(q, text, layers, mode, control)
+                if return_logprobs:
+                    a.tokens = [self.tokenizer.decode([t]) for t in gen.token_ids[i]]
+                    a.token_logprobs = gen.token_logprobs[i]
+                    a.logprob = float(sum(a.token_logprobs))
+                answers.append(a)
+        if num_samples > 1:
+            answers = agree(answers, num_samples, matcher or normalize_answer, group=group_samples)
+        return answers
+
+    def score(
+        self,
+        context,
+        question,
+        choices=("Yes", "No"),
+        *,
+        layer: int | None = None,
+        layers: list[int] | None = None,
+        layer_percent: float | None = None,
+        positions="all",
+        target_adapter: str | None = None,
+        source: str = "orig",
+        mode: str = "full",
+        raw: bool = False,
+        coefficient: float | None = None,
+        batch_size: int = 64,
+        control: str | None = None,
+        unrelated_context=None,
+        method: str = "auto",
+    ) -> list[OracleAnswer]:
+        """How likely the oracle answers each of `choices`, per query (same queries and arguments as
+        `ask`): `probs` maps each choice to its probability, `text` is the most probable one.
+        `method`: see `steering.choice_probs` (first tokens when they differ, else whole sequences)."""
+        choices = tuple(choices)
+        coefficient = self._coefficient(coefficient)
+        layers, queries = self._prepare(context, question, layer=layer, layers=layers, layer_percent=layer_percent,
+                                       positions=positions, target_adapter=target_adapter, source=source,
+                                       num_samples=1, mode=mode, raw=raw, batch_size=batch_size,
+                                       control=control, unrelated_context=unrelated_context)
+        answers = []
+        for start in range(0, len(queries), batch_size):
+            chunk = queries[start : start + batch_size]
+            prompts = self._prompts(chunk, layers)
+            with self._oracle_weights():
+                s = choice_probs(self.model, self.tokenizer, [p.input_ids for p in prompts],
+                                 [p.positions for p in prompts], _vectors(chunk), choices=choices,
+                                 hook_layer=self.hook_layer, coefficient=coefficient, method=method)
+            for q, row, mass in zip(chunk, s.probs.tolist(), s.mass.tolist()):
+                a = self._answer(q, choices[max(range(len(row)), key=row.__getitem__)], layers, mode, control)
+                a.probs, a.choice_mass = dict(zip(choices, row)), mass
+                answers.append(a)
+        return answers
+
+    def _coefficient(self, coefficient: float | None) -> float:
+        """The injection scale: as given, else the adapter's training value (ao_config.json), else 1."""
+        return float(self.config.get("coefficient", 1.0)) if coefficient is None else float(coefficient)
+
+    @staticmethod
+    def _answer(q: _Query, text: str, layers: list[int], mode: str, control) -> OracleAnswer:
+        return OracleAnswer(text=text, question=q.question, context_index=q.context_index, positions=q.positions,
+                            layer=layers[0], mode=mode, sample_index=q.sample_index, control=control,
+                            layers=list(layers))
+
+    def _source_layers(self, layer, layers, layer_percent) -> list[int]:
+        """`layers` or `layer` (a block index, which overrides `layer_percent`); else the adapter's layers
+        for a multi-layer oracle; else `layer_percent` (default 50) of the depth."""
+        if layers is not None and layer is not None:
+            raise ValueError("give layer= (one source layer) or layers=[...] (several), not both")
+        if layers is not None:
+            out = [check_layer(self.model, x, "layers") for x in layers]
+            if not out or len(set(out)) != len(out):
+                raise ValueError(f"layers={list(layers)!r}: give distinct block indices")
+            return out
+        if layer is not None:
+            return [check_layer(self.model, layer)]
+        if layer_percent is None and self.config.get("multi_layer"):
+            return [check_layer(self.model, int(x), "layers (from the adapter's config)") for x in self.config["layers"]]
+        return [layer_from_percent(self.model, 50 if layer_percent is None else layer_percent)]
+
+    def _prepare(self, context, question, *, layer, layers, layer_percent, positions, target_adapter, source,
+                 num_samples, mode, raw, batch_size, control, unrelated_context) -> tuple[list[int], list[_Query]]:
+        """Check the arguments, read the contexts and return (source layers, queries with their vectors)."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
         if source not in SOURCES:
             raise ValueError(f"source={source!r}: use one of {', '.join(SOURCES)}")
         if source != "orig" and target_adapter is None:
             raise ValueError(f"source={source!r} reads a fine-tuned target: pass target_adapter=PATH")
-        if num_samples < 1:
-            raise ValueError(f"num_samples={num_samples} must be at least 1")
-        if num_samples > 1 and not do_sample:
-            raise ValueError("num_samples > 1 needs do_sample=True (greedy answers would be identical)")
-        layer = check_layer(self.model, layer) if layer is not None else layer_from_percent(self.model, layer_percent)
+        if control is not None and control not in CONTROLS:
+            raise ValueError(f"control={control!r}: use None or one of {', '.join(CONTROLS)}")
+        if unrelated_context is not None and control != "unrelated":
+            raise ValueError("unrelated_context is only read with control='unrelated'")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+        layers = self._source_layers(layer, layers, layer_percent)
 
         raw_contexts = [context] if _is_single_context(context) else list(context)
         if not raw_contexts:
             raise ValueError("context is an empty list")
         contexts = [self._tokenize_context(c, raw) for c in raw_contexts]
+        if len(layers) > 1 and any(c.vectors is not None for c in contexts):
+            raise ValueError("a [L, D] tensor of vectors holds one layer; with layers=[...] pass text or token ids")
         pairs = self._pair_questions(len(contexts), question)
         if target_adapter is not None:
             self.load_target_adapter(target_adapter)
 
         queries = self._queries(contexts, pairs, positions, mode, num_samples)
-        acts = self._collect(contexts, layer, source, target_adapter)
+        if control == "no_injection":
+            return layers, queries
+
+        def pick(acts: dict[int, torch.Tensor], positions: list[int]) -> torch.Tensor:
+            return torch.cat([acts[x][positions] for x in layers])  # layer-major, as the prompt's blocks
+
+        if control == "unrelated":
+            neutral = self._tokenize_context(NEUTRAL_TEXT if unrelated_context is None else unrelated_context, raw)
+            if len(layers) > 1 and neutral.vectors is not None:
+                raise ValueError("unrelated_context vectors hold one layer; with layers=[...] pass text or token ids")
+            src = self._collect([neutral], layers, source, target_adapter, batch_size)[0]
+            for q in queries:
+                q.vectors = pick(src, map_positions(q.positions, contexts[q.context_index].length, neutral.length))
+            return layers, queries
+        acts = self._collect(contexts, layers, source, target_adapter, batch_size)
         for q in queries:
-            c = contexts[q.context_index]
-            src = c.vectors if c.vectors is not None else acts[q.context_index]
-            q.vectors = src[q.positions]
-        texts = []
-        for start in range(0, len(queries), batch_size):
-            texts += self._generate(
-                queries[start : start + batch_size], layer, max_new_tokens, do_sample, temperature, coefficient
-            )
-        return [
-            OracleAnswer(text=t, question=q.question, context_index=q.context_index, positions=q.positions,
-                         layer=layer, mode=mode, sample_index=q.sample_index)
-            for q, t in zip(queries, texts)
-        ]
+            q.vectors = pick(acts[q.context_index], q.positions)
+        return layers, queries
 
     @staticmethod
     def _pair_questions(n_contexts: int, question) -> list[tuple[int, str]]:
@@ -316,16 +489,25 @@ class Oracle:
                 out += [_Query(ci, q, g, s) for s in range(num_samples)]
         return out
 
-    def _generate(self, queries, layer, max_new_tokens, do_sample, temperature, coefficient) -> list[str]:
-        prompts = [format_oracle_prompt(self.tokenizer, layer=layer, num_positions=len(q.positions),
-                                        question=q.question) for q in queries]
+    def _prompts(self, queries, layers):
+        return [format_oracle_prompt(self.tokenizer, layers=layers, num_positions=len(q.positions),
+                                     question=q.question) for q in queries]
+
+    def _generate(self, queries, layers, max_new_tokens, do_sample, temperature, coefficient, return_logprobs):
+        prompts = self._prompts(queries, layers)
         with self._oracle_weights():
-            return generate_answers(
+            return generate_steered(
                 self.model, self.tokenizer, [p.input_ids for p in prompts], [p.positions for p in prompts],
-                [q.vectors for q in queries], hook_layer=self.hook_layer, coefficient=coefficient,
+                _vectors(queries), hook_layer=self.hook_layer, coefficient=coefficient,
                 max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                return_logprobs=return_logprobs,
             )
 
     @property
     def num_layers(self) -> int:
         return num_layers(self.model)
+
+
+def _vectors(queries: list[_Query]):
+    """The queries' vectors, or None when none are injected (the no-injection control)."""
+    return None if queries[0].vectors is None else [q.vectors for q in queries]

@@ -9,6 +9,7 @@ is set up. Whatever adapter is active on `model` answers; the callers choose it.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
@@ -43,8 +44,25 @@ def steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors, 
     return ids.to(dev), mask.to(dev), steer
 
 
+@dataclass
+class Generation:
+    """What one batched `generate` produced, per row: the answer text, its token ids (up to and including
+    the end-of-turn token) and, when asked for, each token's log-probability under the model."""
+
+    texts: list[str]
+    token_ids: list[list[int]]
+    token_logprobs: list[list[float]] | None = None
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+
+
 @torch.no_grad()
-def generate_answers(
+def generate_steered(
     model,
     tokenizer,
     prompt_ids: list[list[int]],
@@ -56,9 +74,13 @@ def generate_answers(
     max_new_tokens: int = 40,
     do_sample: bool = False,
     temperature: float = 1.0,
-) -> list[str]:
+    return_logprobs: bool = False,
+) -> Generation:
     """One batched `generate` over oracle prompts, each steered at its placeholders by its vectors
-    (`vectors=None`: no injection, the question alone). Uses whatever adapter is active on `model`."""
+    (`vectors=None`: no injection, the question alone). Uses whatever adapter is active on `model`.
+
+    Log-probabilities are those of the model's own distribution (temperature 1, no top-k/top-p), so a
+    sampled answer and a greedy one are scored alike."""
     ids, mask, steer = steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors,
                                      hook_layer=hook_layer, coefficient=coefficient)
     gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id)
@@ -66,20 +88,47 @@ def generate_answers(
         gen_kwargs["temperature"] = temperature
     else:  # keep the model's sampling defaults from warning about being ignored
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    if return_logprobs:
+        gen_kwargs.update(output_logits=True, return_dict_in_generate=True)
     with steer:
         out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
-    return [t.strip() for t in tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
+    seqs = out.sequences if return_logprobs else out
+    new = seqs[:, ids.shape[1]:]
+    stop = _stop_ids(model, tokenizer)
+    token_ids = []
+    for row in new.tolist():
+        end = next((i + 1 for i, t in enumerate(row) if t in stop), len(row))
+        token_ids.append(row[:end])
+    logprobs = None
+    if return_logprobs:
+        steps = torch.stack(out.logits, 1).float().log_softmax(-1)  # [B, T, V]
+        picked = steps.gather(-1, new[:, : steps.shape[1], None].to(steps.device))[..., 0].tolist()
+        logprobs = [lp[: len(t)] for lp, t in zip(picked, token_ids)]
+    texts = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return Generation(texts, token_ids, logprobs)
+
+
+def generate_answers(model, tokenizer, prompt_ids, placeholder_positions, vectors, **kwargs) -> list[str]:
+    """The answer texts of `generate_steered` (same arguments)."""
+    return generate_steered(model, tokenizer, prompt_ids, placeholder_positions, vectors, **kwargs).texts
+
+
+def _steered_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors, *, keep: int, hook_layer: int,
+                    coefficient: float) -> torch.Tensor:
+    """[B, keep, V] float32 logits at the last `keep` positions of each steered (left-padded) prompt."""
+    ids, mask, steer = steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors,
+                                     hook_layer=hook_layer, coefficient=coefficient)
+    with steer:
+        return model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                     use_cache=False, logits_to_keep=keep).logits.float()
 
 
 @torch.no_grad()
 def next_token_logits(model, tokenizer, prompt_ids: list[list[int]], placeholder_positions: list[list[int]],
                       vectors: list[torch.Tensor] | None, *, hook_layer: int = 1, coefficient: float = 1.0):
     """[B, V] float32 logits of the first answer token of each steered prompt, from one forward."""
-    ids, mask, steer = steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors,
-                                     hook_layer=hook_layer, coefficient=coefficient)
-    with steer:
-        return model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                     use_cache=False, logits_to_keep=1).logits[:, -1].float()
+    return _steered_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors, keep=1,
+                           hook_layer=hook_layer, coefficient=coefficient)[:, -1]
 
 
 def choice_token_ids(tokenizer, choices: tuple[str, ...]) -> list[int]:
@@ -90,7 +139,91 @@ def choice_token_ids(tokenizer, choices: tuple[str, ...]) -> list[int]:
     return ids
 
 
+CHOICE_METHODS = ("auto", "first_token", "sequence")
+
+
+@dataclass
+class ChoiceScores:
+    """Per prompt: `probs` [B, C] over the choices (rows sum to 1), `mass` [B] the full-vocabulary
+    probability of the choices' first tokens at the first answer position (how much of its answer the
+    oracle puts on the choices at all), `formatted` whether greedy decoding would itself start with one
+    of the choices' first tokens, and the `method` that produced them."""
+
+    probs: torch.Tensor
+    mass: torch.Tensor
+    formatted: list[bool]
+    method: str
+
+
+def _choice_tokens(tokenizer, choices) -> list[list[int]]:
+    if len(choices) < 2:
+        raise ValueError(f"choices={choices!r}: give at least two")
+    toks = [tokenizer.encode(c, add_special_tokens=False) for c in choices]
+    for c, t in zip(choices, toks):
+        if not t:
+            raise ValueError(f"choice {c!r} has no tokens")
+    for i, a in enumerate(toks):
+        for j, b in enumerate(toks):
+            if i != j and b[: len(a)] == a:
+                raise ValueError(f"choice {choices[i]!r} is a token prefix of {choices[j]!r}: the probability of "
+                                 "the shorter one would include the longer; rephrase the choices")
+    return toks
+
+
 @torch.no_grad()
+def choice_probs(
+    model,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    placeholder_positions: list[list[int]],
+    vectors: list[torch.Tensor] | None,
+    *,
+    choices: tuple[str, ...] = ("Yes", "No"),
+    hook_layer: int = 1,
+    coefficient: float = 1.0,
+    method: str = "auto",
+) -> ChoiceScores:
+    """How likely the oracle answers with each choice, for a batch of steered prompts.
+
+    `method="first_token"`: softmax over the choices' first tokens at the first answer position, one
+    forward (choices must start with distinct tokens). `"sequence"`: softmax over each choice's whole
+    token sequence (sum of its tokens' log-probabilities, teacher-forced), one forward of B x C rows.
+    `"auto"`: first_token when the first tokens tell the choices apart, else sequence."""
+    if method not in CHOICE_METHODS:
+        raise ValueError(f"method={method!r}: use one of {', '.join(CHOICE_METHODS)}")
+    toks = _choice_tokens(tokenizer, tuple(choices))
+    firsts = [t[0] for t in toks]
+    distinct = len(set(firsts)) == len(firsts)
+    if method == "auto":
+        method = "first_token" if distinct else "sequence"
+    if method == "first_token" and not distinct:
+        choice_token_ids(tokenizer, tuple(choices))  # raises, naming the shared first token
+    n_c = len(choices)
+    steer = dict(hook_layer=hook_layer, coefficient=coefficient)
+    if method == "first_token":
+        first = next_token_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors, **steer).log_softmax(-1)
+        cids = torch.tensor(firsts, device=first.device)
+        scores = first[:, cids]
+    else:
+        rows = [list(p) + t for p in prompt_ids for t in toks]
+        pos = [ps for ps in placeholder_positions for _ in toks]
+        vecs = None if vectors is None else [v for v in vectors for _ in toks]
+        keep = max(len(t) for t in toks) + 1
+        logp = _steered_logits(model, tokenizer, rows, pos, vecs, keep=keep, **steer).log_softmax(-1)
+        cids = torch.tensor(firsts, device=logp.device)
+        # row (b, c) ends with choice c's m tokens: they are predicted from the m positions before them
+        seq = torch.empty(len(rows), device=logp.device)
+        for r in range(len(rows)):
+            t = toks[r % n_c]
+            m = len(t)
+            pred = logp[r, keep - 1 - m : keep - 1]  # [m, V]
+            seq[r] = pred.gather(-1, torch.tensor(t, device=logp.device)[:, None]).sum()
+        scores = seq.view(-1, n_c)
+        first = logp.view(-1, n_c, keep, logp.shape[-1])[:, 0, keep - 1 - len(toks[0])]  # prompt's last position
+    return ChoiceScores(probs=scores.softmax(-1), mass=first.exp()[:, cids].sum(-1),
+                        formatted=torch.isin(first.argmax(-1), cids).tolist(), method=method)
+
+
 def choose_answers(
     model,
     tokenizer,
@@ -104,10 +237,7 @@ def choose_answers(
 ) -> tuple[list[str], list[bool]]:
     """Forced choice in one forward: for each prompt, the choice whose first token the oracle rates
     highest at the first answer position, and whether greedy decoding would itself start with one of
-    the choices (the format check). Same injection rules as `generate_answers`, no decoding loop."""
-    logits = next_token_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors,
-                               hook_layer=hook_layer, coefficient=coefficient)
-    cids = torch.tensor(choice_token_ids(tokenizer, choices), device=logits.device)
-    picked = logits[:, cids].argmax(-1).tolist()
-    formatted = torch.isin(logits.argmax(-1), cids).tolist()
-    return [choices[i] for i in picked], formatted
+    the choices (the format check). A thin layer over `choice_probs(method="first_token")`."""
+    s = choice_probs(model, tokenizer, prompt_ids, placeholder_positions, vectors, choices=choices,
+                     hook_layer=hook_layer, coefficient=coefficient, method="first_token")
+    return [choices[i] for i in s.probs.argmax(-1).tolist()], s.formatted

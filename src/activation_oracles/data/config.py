@@ -82,6 +82,9 @@ class MixtureConfig:
     model: str = "smollm2-135m"
     seed: int = 0
     layer_percents: list[float] = field(default_factory=lambda: [25, 50, 75])
+    # false: each example reads one of the layers; true: every example reads all of them at once, one
+    # "Layer: L" block of placeholders per layer (the multi-layer oracle format)
+    multi_layer: bool = False
     allow_recycle: bool = False  # reuse source items when a count exceeds what a source holds
     shard_size: int = 250_000  # rows per Arrow file
     spqa: SpqaConfig = field(default_factory=SpqaConfig)
@@ -152,6 +155,10 @@ class MixtureConfig:
             raise DataError(f"classification: task(s) {sorted(both)} are in both train_tasks and eval_tasks")
         if not self.layer_percents or any(not 0 <= p <= 100 for p in self.layer_percents):
             raise DataError(f"layer_percents={self.layer_percents}: give percents between 0 and 100")
+        if not isinstance(self.multi_layer, bool):
+            raise DataError(f"multi_layer={self.multi_layer!r} must be true or false")
+        if self.multi_layer and len(set(self.layer_percents)) < 2:
+            raise DataError(f"multi_layer: true needs at least two layer_percents, got {self.layer_percents}")
         for name, n in [("spqa.count", self.spqa.count), ("classification.count", c.count),
                         ("context_prediction.count", self.context_prediction.count),
                         *[(f"classification.counts.{k}", v) for k, v in c.counts.items()]]:

@@ -24,11 +24,11 @@ from . import builtin
 from . import classification as cls_mod
 from .config import MixtureConfig
 from .context_prediction import cp_rows, plan_cp
-from .schema import COLUMNS, DataError, Row, features
+from .schema import LAYERS_COLUMN, DataError, Row, columns, features
 from .spqa import plan_spqa, spqa_rows
 from .tokenize import ContextRenderer, OracleFormatter
 
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"  # 4: answers the tokenizer merged into the prompt's last token are split off (prompt.join_answer)
 META_FILE = "ao_data.json"
 CHUNK = 2048
 SHUFFLE_BUFFER = 4096
@@ -80,10 +80,13 @@ def _files_fingerprint(paths: list[str]) -> list:
 
 def mixture_key(cfg: MixtureConfig, tokenizer, n_layers: int) -> str:
     """Content hash of the resolved config, the tokenizer (with its chat template), the sources and the builder."""
+    config = cfg.to_dict()
+    if not config.get("multi_layer"):
+        config.pop("multi_layer", None)  # single-layer mixtures keep the keys they had before the option existed
     payload = {
         "builder": BUILDER_VERSION,
         "builtin": builtin.BUILTIN_VERSION,
-        "config": cfg.to_dict(),
+        "config": config,
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "n_layers": n_layers,
         "files": _files_fingerprint(_source_paths(cfg)),
@@ -100,11 +103,15 @@ class Plan:
     def __init__(self, cfg: MixtureConfig, tokenizer, n_layers: int):
         self.cfg, self.tokenizer = cfg, tokenizer
         self.layers = sorted({layer_from_percent(n_layers, p) for p in cfg.layer_percents})
+        # Multi-layer: each family makes one row per item (tagged with the first layer); the writer gives
+        # every row all the layers.
+        self.multi_layers = self.layers if cfg.multi_layer else None
+        fam_layers = self.layers[:1] if cfg.multi_layer else self.layers
         self.renderer = ContextRenderer(tokenizer)
         s, c, cp = cfg.spqa, cfg.classification, cfg.context_prediction
         self.spqa = None
         if s.count or s.test_count:
-            self.spqa = plan_spqa(s.source, layers=self.layers, train_count=s.count, test_count=s.test_count,
+            self.spqa = plan_spqa(s.source, layers=fam_layers, train_count=s.count, test_count=s.test_count,
                                   test_fraction=s.test_fraction, allow_recycle=cfg.allow_recycle, seed=cfg.seed)
             self.spqa.all_fraction, self.spqa.window, self.spqa.offset = s.all_fraction, tuple(s.window), tuple(s.offset)
         variants = {"single": cls_mod.VariantSpec(**vars(c.single)), "multi": cls_mod.VariantSpec(**vars(c.multi)),
@@ -119,13 +126,13 @@ class Plan:
             task = cls_mod.load_task(name, c.sources.get(name, c.source), seed=cfg.seed)
             if name in c.ask_classes:
                 task = cls_mod.restrict_classes(task, c.ask_classes[name], seed=cfg.seed)
-            self.cls.append(cls_mod.plan_task(task, layers=self.layers, train_count=n, test_count=c.test_count,
+            self.cls.append(cls_mod.plan_task(task, layers=fam_layers, train_count=n, test_count=c.test_count,
                                               shares=shares, eval_only=eval_only, variants=variants,
                                               yes_no_prefix=c.yes_no_prefix,
                                               allow_recycle=cfg.allow_recycle, seed=cfg.seed))
         self.cp = None
         if cp.count or cp.test_count:
-            self.cp = plan_cp(tokenizer, cp.sources, layers=self.layers, train_count=cp.count, test_count=cp.test_count,
+            self.cp = plan_cp(tokenizer, cp.sources, layers=fam_layers, train_count=cp.count, test_count=cp.test_count,
                               test_fraction=cp.test_fraction, max_tokens=cp.max_tokens, k_multi=cp.k_multi,
                               j_range=cp.j, single_fraction=cp.single_fraction, past_fraction=cp.past_fraction,
                               allow_recycle=cfg.allow_recycle, seed=cfg.seed)
@@ -196,12 +203,12 @@ def _list_array(arrays: list[np.ndarray]):
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
-def _record_batch(rows: list[Row], split: str, formatter: OracleFormatter, schema):
+def _record_batch(rows: list[Row], split: str, formatter: OracleFormatter, schema, multi_layers=None):
     import pyarrow as pa
 
     ks = [len(r.context_positions) for r in rows]
-    ids, labels, pos = formatter.format_batch([r.layer for r in rows], ks, [r.question for r in rows],
-                                              [r.target for r in rows])
+    layers = [multi_layers] * len(rows) if multi_layers else [r.layer for r in rows]
+    ids, labels, pos = formatter.format_batch(layers, ks, [r.question for r in rows], [r.target for r in rows])
     cols = {
         "task": pa.array([r.task for r in rows]), "dataset": pa.array([r.dataset for r in rows]),
         "question": pa.array([r.question for r in rows]),
@@ -212,15 +219,18 @@ def _record_batch(rows: list[Row], split: str, formatter: OracleFormatter, schem
         "target": pa.array([r.target for r in rows]), "variant": pa.array([r.variant for r in rows]),
         "split": pa.array([split] * len(rows)), "label": pa.array([r.label for r in rows]),
     }
-    return pa.RecordBatch.from_arrays([cols[c] for c in COLUMNS], schema=schema)
+    if multi_layers:
+        cols[LAYERS_COLUMN] = _list_array([np.asarray(multi_layers, dtype=np.int32)] * len(rows))
+    return pa.RecordBatch.from_arrays([cols[c] for c in columns(bool(multi_layers))], schema=schema)
 
 
 def write_split(out: Path, split: str, rows: Iterable[Row], total: int, formatter: OracleFormatter,
-                shard_size: int, fingerprint: str, progress=None) -> int:
-    """Write rows as `datasets.save_to_disk` does: data-XXXXX-of-YYYYY.arrow + dataset_info.json + state.json."""
+                shard_size: int, fingerprint: str, progress=None, multi_layers=None) -> int:
+    """Write rows as `datasets.save_to_disk` does: data-XXXXX-of-YYYYY.arrow + dataset_info.json + state.json.
+    `multi_layers`: every row reads these layers (a multi-layer mixture)."""
     import pyarrow as pa
 
-    feats = features()
+    feats = features(bool(multi_layers))
     schema = feats.arrow_schema
     out.mkdir(parents=True, exist_ok=True)
     n_shards = max(1, math.ceil(total / shard_size))
@@ -239,7 +249,7 @@ def write_split(out: Path, split: str, rows: Iterable[Row], total: int, formatte
                 writer = pa.ipc.new_stream(sink, schema)
             room = (shard + 1) * shard_size - written
             part, chunk = chunk[:room], chunk[room:]
-            writer.write_batch(_record_batch(part, split, formatter, schema))
+            writer.write_batch(_record_batch(part, split, formatter, schema, multi_layers))
             written += len(part)
             if progress is not None:
                 progress.update(len(part))
@@ -331,13 +341,14 @@ def build_mixture(config: MixtureConfig | str | Path | None = None, tokenizer=No
                 from tqdm import tqdm
 
                 bar = tqdm(total=total, desc=f"ao data build [{split}]", unit="ex", smoothing=0.05)
-            write_split(tmp / split, split, rows, total, formatter, cfg.shard_size, f"{key[:16]}{split}", bar)
+            write_split(tmp / split, split, rows, total, formatter, cfg.shard_size, f"{key[:16]}{split}", bar,
+                        multi_layers=plan.multi_layers)
             if bar is not None:
                 bar.close()
         (tmp / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
         meta = {
             "key": key, "builder_version": BUILDER_VERSION, "model": cfg.model, "n_layers": n_layers,
-            "layers": plan.layers, "config": cfg.to_dict(), "counts": counts,
+            "layers": plan.layers, "multi_layer": cfg.multi_layer, "config": cfg.to_dict(), "counts": counts,
             "skipped_too_short": dict(plan.cp.skipped) if plan.cp else {}, "seconds": round(time.time() - t0, 1),
             "fast_oracle_format": formatter.exact_fast,
         }

@@ -17,6 +17,9 @@ COLUMNS = (
     "input_ids", "labels", "positions", "target", "variant", "split", "label",
 )
 INT_LIST_COLUMNS = ("context_input_ids", "context_positions", "input_ids", "labels", "positions")
+# Multi-layer mixtures add this column: the source layers every row reads, in prompt order (`layer` is the
+# first). Single-layer mixtures keep the columns above and nothing else.
+LAYERS_COLUMN = "layers"
 
 
 # Entity types of the NER task (tag suffix -> the class a question names); the built-in source uses them too.
@@ -55,7 +58,11 @@ class ReadPrompt:
     source: str
 
 
-def features():
+def columns(multi_layer: bool = False) -> tuple[str, ...]:
+    return COLUMNS + ((LAYERS_COLUMN,) if multi_layer else ())
+
+
+def features(multi_layer: bool = False):
     """Hugging Face `datasets.Features` of the schema (int lists are int32 sequences)."""
     import datasets
 
@@ -64,6 +71,6 @@ def features():
     spec = {
         "task": s, "dataset": s, "question": s, "context_input_ids": ints, "context_positions": ints,
         "layer": datasets.Value("int32"), "input_ids": ints, "labels": ints, "positions": ints,
-        "target": s, "variant": s, "split": s, "label": s,
+        "target": s, "variant": s, "split": s, "label": s, LAYERS_COLUMN: ints,
     }
-    return datasets.Features({c: spec[c] for c in COLUMNS})
+    return datasets.Features({c: spec[c] for c in columns(multi_layer)})

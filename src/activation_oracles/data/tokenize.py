@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..prompt import IGNORE_INDEX, format_oracle_prompt, oracle_prefix, placeholder_id, render_chat
+from ..prompt import (
+    IGNORE_INDEX, PromptFormatError, format_oracle_prompt, join_answer, oracle_prefix, placeholder_id,
+    render_chat,
+)
 
 _S1, _S2 = "\x00AO-CONTENT-1\x00", "\x00AO-CONTENT-2\x00"
 # Probe contents with the characters templates like to touch (edge whitespace, newlines, braces).
@@ -74,8 +77,15 @@ def _template_pieces(tokenizer, msgs, n):
     return pieces
 
 
+def _layer_list(layer) -> list[int]:
+    """A row's source layer(s): an int (single-layer rows) or a sequence (multi-layer rows)."""
+    return [int(x) for x in layer] if isinstance(layer, (list, tuple, np.ndarray)) else [int(layer)]
+
+
 class OracleFormatter:
-    """Batched equivalent of `format_oracle_prompt` (same input_ids, labels and positions)."""
+    """Batched equivalent of `format_oracle_prompt` (same input_ids, labels and positions, same checks).
+
+    `layers[i]` is one row's source layer, or a list of them for a multi-layer row."""
 
     def __init__(self, tokenizer, cache_size: int = 200_000):
         self.tokenizer = tokenizer
@@ -83,45 +93,52 @@ class OracleFormatter:
         self.gen_pieces = _template_pieces(tokenizer, _USER_GEN, 1)
         self.full_pieces = _template_pieces(tokenizer, _USER_ASSISTANT, 2)
         self.exact_fast = self.gen_pieces is not None and self.full_pieces is not None
-        self._prompt_len: dict[tuple, int] = {}
+        self._prompt_ids: dict[str, np.ndarray] = {}
         self._cache_size = cache_size
 
-    def _prompt_lengths(self, users: list[str]) -> list[int]:
-        # Prompt lengths depend only on (layer, K, question): cache them, tokenize the misses at once.
-        missing = [u for u in dict.fromkeys(users) if u not in self._prompt_len]
+    def _prompts(self, users: list[str]) -> list[np.ndarray]:
+        # Prompt ids depend only on (layers, K, question): cache them, tokenize the misses at once.
+        missing = [u for u in dict.fromkeys(users) if u not in self._prompt_ids]
         if missing:
-            if len(self._prompt_len) + len(missing) > self._cache_size:
-                self._prompt_len.clear()
+            if len(self._prompt_ids) + len(missing) > self._cache_size:
+                self._prompt_ids.clear()
             ids = _encode_batch(self.tokenizer, [_join(self.gen_pieces, [u]) for u in missing])
-            self._prompt_len.update({u: len(i) for u, i in zip(missing, ids)})
-        return [self._prompt_len[u] for u in users]
+            self._prompt_ids.update({u: np.asarray(i, dtype=np.int32) for u, i in zip(missing, ids)})
+        return [self._prompt_ids[u] for u in users]
 
     def format_batch(self, layers, ks, questions, answers):
         """-> (input_ids, labels, positions), each a list of int32 numpy arrays."""
         if not self.exact_fast:
             return self._slow(layers, ks, questions, answers)
-        users = [oracle_prefix(int(layer), int(k)) + q for layer, k, q in zip(layers, ks, questions)]
-        plens = self._prompt_lengths(users)
-        full = _encode_batch(self.tokenizer, [_join(self.full_pieces, [u, a]) for u, a in zip(users, answers)])
+        layer_lists = [_layer_list(x) for x in layers]
+        users = [oracle_prefix(ls, int(k)) + q for ls, k, q in zip(layer_lists, ks, questions)]
+        prompts = self._prompts(users)
+        texts = [_join(self.full_pieces, [u, a]) for u, a in zip(users, answers)]
+        full = _encode_batch(self.tokenizer, texts)
         out_ids, out_labels, out_pos = [], [], []
-        for ids, n, k in zip(full, plens, ks):
+        for ids, prompt, k, ls, u, text in zip(full, prompts, ks, layer_lists, users, texts):
             arr = np.asarray(ids, dtype=np.int32)
+            n, k = len(prompt), int(k)
+            if len(arr) < n or not np.array_equal(arr[:n], prompt):  # rare: checked and fixed like the slow path
+                arr = np.asarray(join_answer(self.tokenizer, _join(self.gen_pieces, [u]), prompt.tolist(), text,
+                                             arr.tolist()), dtype=np.int32)
             if len(arr) <= n:
                 raise ValueError("the chat template produced no answer tokens; is the answer empty?")
-            start = int(np.argmax(arr == self.pid))
-            k = int(k)
-            if arr[start] != self.pid or not (arr[start : start + k] == self.pid).all():
-                raise ValueError(f"could not find {k} consecutive placeholder tokens in the oracle prompt")
+            pos = np.flatnonzero(arr == self.pid)[: len(ls) * k].astype(np.int32)
+            runs = pos.reshape(-1, k) if len(pos) == len(ls) * k else None
+            if runs is None or (runs[:, -1] - runs[:, 0] != k - 1).any():
+                raise PromptFormatError(f"could not find {len(ls)} run(s) of {k} consecutive placeholder tokens "
+                                        "in the oracle prompt")
             labels = arr.copy()
             labels[:n] = IGNORE_INDEX
             out_ids.append(arr)
             out_labels.append(labels)
-            out_pos.append(np.arange(start, start + k, dtype=np.int32))
+            out_pos.append(pos)
         return out_ids, out_labels, out_pos
 
     def _slow(self, layers, ks, questions, answers):
         res = [
-            format_oracle_prompt(self.tokenizer, layer=int(layer), num_positions=int(k), question=q, answer=a)
+            format_oracle_prompt(self.tokenizer, layers=_layer_list(layer), num_positions=int(k), question=q, answer=a)
             for layer, k, q, a in zip(layers, ks, questions, answers)
         ]
         as32 = lambda x: np.asarray(x, dtype=np.int32)  # noqa: E731

@@ -260,6 +260,9 @@ def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_
                                    and out["oracle_minus_no_injection"] >= BAR["over_no_injection"],
              "near_probe": out["probe_minus_oracle"] is not None and out["probe_minus_oracle"] <= BAR["probe_gap"]}
         parts["trained"] = {**t, "met": all(t.values())}
+    elif bar_tasks is not None:
+        parts["trained"] = {"met": False, "reason": f"no group of {sorted(bar_tasks)} has a probe reaching "
+                                                    f"{probe_threshold:.0%}"}
     held = [r for r in results if heldout_tasks and r.dataset in heldout_tasks]
     if held:
         o, u = _mean(held, "oracle"), _mean(held, "untrained")

@@ -104,7 +104,9 @@ def bar_markdown(summary: dict) -> list[str]:
     """The bar, part by part, each saying plainly whether it holds."""
     b, th = summary["bar"], summary.get("thresholds", {})
     lines = ["## The bar, part by part", ""]
-    if "trained" in b:
+    if "trained" in b and "reason" in b["trained"]:
+        lines.append(f"1. Trained tasks, questions about every class: {_holds(False)} ({b['trained']['reason']}).")
+    elif "trained" in b:
         t = b["trained"]
         lines += [f"1. Trained tasks, questions about every class (held-out contexts, the "
                   f"{len(summary['eligible_groups'])} groups whose probe reaches {summary['probe_threshold']:.0%}): "

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..data.schema import LAYERS_COLUMN
 from ..prompt import IGNORE_INDEX
 from ..steering import left_pad
 
@@ -142,7 +143,9 @@ class OracleBatch:
     ctx_ids: list[torch.Tensor]  # per context group: [C_g, L_g]
     ctx_mask: list[torch.Tensor]
     layers: list[int]  # distinct source layers needed
-    src: list[tuple[int, int, int, list[int]]]  # per example: (layer, group, row, positions in the padded group)
+    # per example: (layer, group, row, positions in the padded group); a multi-layer example has a tuple of
+    # layers and reads the same positions at each, layer-major (see `source_layers`)
+    src: list[tuple[int | tuple[int, ...], int, int, list[int]]]
     input_ids: torch.Tensor  # [B, L]
     attention_mask: torch.Tensor
     labels: torch.Tensor  # [B, L], IGNORE_INDEX outside answers
@@ -159,6 +162,16 @@ class OracleBatch:
         for name in ("input_ids", "attention_mask", "labels"):
             setattr(self, name, getattr(self, name).to(device, non_blocking=True))
         return self
+
+
+def source_layers(row) -> int | tuple[int, ...]:
+    """A row's source layer, or the tuple of layers of a multi-layer row (its `layers` column)."""
+    layers = row.get(LAYERS_COLUMN)
+    return tuple(int(x) for x in layers) if layers else int(row["layer"])
+
+
+def layer_tuple(layer) -> tuple[int, ...]:
+    return layer if isinstance(layer, tuple) else (layer,)
 
 
 def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1) -> OracleBatch:
@@ -184,18 +197,19 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
     labels = torch.full_like(ids, IGNORE_INDEX)
     src, inject = [], []
     for i, r in enumerate(rows):
-        if len(r["positions"]) != len(r["context_positions"]):
-            raise ValueError(
-                f"row {i}: {len(r['positions'])} placeholders but {len(r['context_positions'])} context positions"
-            )
+        layer = source_layers(r)
+        n_layers = len(layer_tuple(layer))
+        if len(r["positions"]) != len(r["context_positions"]) * n_layers:
+            raise ValueError(f"row {i}: {len(r['positions'])} placeholders but {len(r['context_positions'])} context "
+                             f"positions x {n_layers} layer(s)")
         labels[i, off[i]:] = torch.tensor(r["labels"], dtype=torch.long)
         g, row, o = where[ctx_index[tuple(r["context_input_ids"])]]
-        src.append((int(r["layer"]), g, row, [p + o for p in r["context_positions"]]))
+        src.append((layer, g, row, [p + o for p in r["context_positions"]]))
         inject.append([p + off[i] for p in r["positions"]])
     real = int(mask.sum()) + sum(int(m.sum()) for m in ctx_mask)
     total = ids.numel() + sum(t.numel() for t in ctx_ids)
     return OracleBatch(
-        ctx_ids=ctx_ids, ctx_mask=ctx_mask, layers=sorted({s[0] for s in src}), src=src,
+        ctx_ids=ctx_ids, ctx_mask=ctx_mask, layers=sorted({x for s in src for x in layer_tuple(s[0])}), src=src,
         input_ids=ids, attention_mask=mask, labels=labels, inject_positions=inject,
         tasks=[str(r.get("task", "")) for r in rows], real_tokens=int(mask.sum()), pad_tokens=total - real,
         total_tokens=total, label_tokens=int((labels[:, 1:] != IGNORE_INDEX).sum()),

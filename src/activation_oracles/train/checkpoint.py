@@ -141,6 +141,8 @@ def ao_config(cfg, *, layers: list[int], step: int | None = None) -> dict:
         "injection": "norm-matched addition after block hook_layer: h + c * ||h|| * v / ||v||",
         "layer_percents": list(cfg.data.layer_percents),
         "layers": layers,
+        # true: the oracle reads all `layers` at once, one "Layer: L" block of placeholders per layer, in order
+        "multi_layer": cfg.data.multi_layer,
         "base_model": cfg.model.spec,
         "base_model_revision": cfg.model.revision,
         "training_config": cfg.to_dict(),

@@ -43,6 +43,9 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "test"
     layer_percents: list[float] = field(default_factory=lambda: [25.0, 50.0, 75.0])
+    # true: every example reads all layer_percents at once (the multi-layer format, one "Layer: L" block of
+    # placeholders per layer); the data must be built that way (mixture option multi_layer: true)
+    multi_layer: bool = False
     max_length_percentile: float = 99.9  # drop training examples longer than this percentile
     max_train_examples: int | None = None  # take the first N rows (after the split) when set
     builtin_scale: float = 1.0  # size of the built-in mixture (data.path null) relative to the data module default
@@ -235,6 +238,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _num(p) and 0 <= p <= 100 for p in dc.layer_percents
     ):
         raise ConfigError("data.layer_percents", f"must be a non-empty list of numbers in [0, 100], got {dc.layer_percents!r}")
+    if not isinstance(dc.multi_layer, bool):
+        raise ConfigError("data.multi_layer", f"must be true or false, got {dc.multi_layer!r}")
+    if dc.multi_layer and len(set(dc.layer_percents)) < 2:
+        raise ConfigError("data.multi_layer", f"needs at least two data.layer_percents, got {dc.layer_percents}")
     if not _num(dc.max_length_percentile) or not 0 < dc.max_length_percentile <= 100:
         raise ConfigError("data.max_length_percentile", f"must lie in (0, 100], got {dc.max_length_percentile!r}")
     if dc.max_train_examples is not None and (not _int(dc.max_train_examples) or dc.max_train_examples < 1):

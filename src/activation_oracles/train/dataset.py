@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..data.schema import LAYERS_COLUMN
 from ..prompt import IGNORE_INDEX
 from .batching import length_filter
 from .config import ConfigError, TrainConfig
@@ -80,6 +81,7 @@ def builtin_mixture_config(cfg: TrainConfig, scale: float | None = None, model: 
 
     mcfg = MixtureConfig.builtin(model=model or cfg.model.spec, scale=scale or cfg.data.builtin_scale, seed=cfg.train.seed)
     mcfg.layer_percents = list(cfg.data.layer_percents)
+    mcfg.multi_layer = cfg.data.multi_layer
     if cfg.data.builtin_mixture:
         try:
             mcfg = MixtureConfig.from_dict(_merge(mcfg.to_dict(), cfg.data.builtin_mixture), where="data.builtin_mixture")
@@ -161,8 +163,26 @@ def curriculum_rows(ds, keep: np.ndarray, curriculum: list[dict], batch_size: in
     return stages
 
 
+def multi_layers(ds) -> list[int] | None:
+    """The source layers every row of a multi-layer mixture reads (in prompt order); None when single-layer."""
+    if LAYERS_COLUMN not in ds.column_names or len(ds) == 0:
+        return None
+    return [int(x) for x in ds[0][LAYERS_COLUMN]]
+
+
+def check_multi_layer(cfg: TrainConfig, ds, path) -> None:
+    has = LAYERS_COLUMN in ds.column_names
+    if has != cfg.data.multi_layer:
+        built = "multi-layer (every row reads several layers)" if has else "single-layer"
+        fix = ("set data.multi_layer: true" if has else
+               f"rebuild it with multi_layer: true in the mixture YAML (ao data build CONFIG --out {path})")
+        raise ConfigError("data.multi_layer", f"is {str(cfg.data.multi_layer).lower()} but {path} was built "
+                                              f"{built}; {fix}")
+
+
 def open_train_data(cfg: TrainConfig, path: Path) -> TrainData:
     ds = open_split(path, cfg.data.train_split, "data.train_split")
+    check_multi_layer(cfg, ds, path)
     n = len(ds)
     if cfg.data.max_train_examples is not None:
         n = min(n, cfg.data.max_train_examples)

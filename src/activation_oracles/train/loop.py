@@ -32,7 +32,7 @@ from .checkpoint import (
     CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state, verify,
 )
 from .config import ConfigError, TrainConfig, load_config
-from .dataset import build_builtin_mixture, open_split, open_train_data, resolve_data_dir
+from .dataset import build_builtin_mixture, multi_layers, open_split, open_train_data, resolve_data_dir
 from .objective import OracleObjective, batch_kwargs
 
 TASKS = ("spqa", "classification", "context_prediction")
@@ -158,12 +158,13 @@ def _check_layers(cfg: TrainConfig, model, data) -> list[int]:
     n = num_layers(model)
     if cfg.train.hook_layer >= n:
         raise ConfigError("train.hook_layer", f"{cfg.train.hook_layer} is out of range for a {n}-block model")
-    layers = data.ds.unique("layer") if hasattr(data.ds, "unique") else []
+    multi = multi_layers(data.ds)
+    layers = multi or (data.ds.unique("layer") if hasattr(data.ds, "unique") else [])
     bad = [x for x in layers if not 0 <= int(x) < n]
     if bad:
         raise ConfigError("data.path", f"the mixture uses source layers {sorted(bad)} but the model has blocks 0..{n - 1}; "
                                        "was it built for another model?")
-    return [layer_from_percent(n, p) for p in cfg.data.layer_percents]
+    return multi or [layer_from_percent(n, p) for p in cfg.data.layer_percents]
 
 
 def prepare(config, *, data: str | None = None, out: str | None = None, resume: str | None = None,

@@ -15,7 +15,7 @@ from torch import nn
 from ..hooks import collect_activations, inject, position_ids_from_mask
 from ..models import unwrap
 from ..prompt import IGNORE_INDEX
-from .batching import OracleBatch
+from .batching import OracleBatch, layer_tuple
 
 
 def backbone_of(model: nn.Module) -> nn.Module:
@@ -46,9 +46,14 @@ def collect_groups(model: nn.Module, ctx_ids: list, ctx_mask: list, layers, *, a
 
 
 def gather_vectors(acts: list[dict[int, torch.Tensor]], src) -> list[torch.Tensor]:
-    """Per example, the [K, D] source vectors at its layer and context positions."""
+    """Per example, the [K, D] source vectors at its layer and context positions ([n_layers x K, D],
+    layer-major, for a multi-layer example)."""
     dev = next(iter(acts[0].values())).device
-    return [acts[g][layer][row, torch.tensor(pos, device=dev)] for layer, g, row, pos in src]
+    out = []
+    for layer, g, row, pos in src:
+        idx = torch.tensor(pos, device=dev)
+        out.append(torch.cat([acts[g][x][row, idx] for x in layer_tuple(layer)]))
+    return out
 
 
 class OracleObjective(nn.Module):
