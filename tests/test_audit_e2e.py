@@ -10,6 +10,8 @@ import re
 import pytest
 from audit_helpers import answers, build, judge_stub, ok, results, tiny_base, trained_oracle
 
+from activation_oracles.audit.scorers import domain_score
+
 METHOD_ROWS = {"oracle": "trained oracle", "untrained": "untrained oracle", "no_injection": "no injection",
                "unrelated": "unrelated activations", "black_box": "black box", "logit_lens": "logit lens"}
 NUM = r"\d\.\d{3} \[\d\.\d\d, \d\.\d\d\]"
@@ -89,9 +91,17 @@ def test_ssc_best_of_five_samples(world):
     org = build(root, base, "ssc", "--encoding", "plain")
     d = root / "s1"
     with judge_stub() as (url, seen):
-        ok("audit", "ssc", "--oracle", oracle, "--organism", org, "--max-prompts", 1, "--out", d,
-           "--methods", "oracle,no_injection,black_box", "--judge-url", url, "--judge-model", "stub")
+        args = ("audit", "ssc", "--oracle", oracle, "--organism", org, "--max-prompts", 1, "--judge-url", url,
+                "--judge-model", "stub", "--max-new-tokens", 6, "--out")
+        ok(*args, d, "--methods", "oracle,no_injection,black_box")
+        ok(*args, root / "s2", "--methods", "oracle")
     report, res, rows = _check_report(d, "ssc", ["oracle", "no_injection", "black_box"])
+    # sampled answers (5 per question at temperature 1): the same seed gives the same answers, whatever
+    # other methods ran before
+    again = results(root / "s2")["methods"]["oracle"]
+    assert again == res["methods"]["oracle"]
+    assert answers(root / "s2") == [r for r in rows if r["method"] == "oracle"]
+    assert len({r["answer"] for r in rows if r["method"] == "oracle"}) > 1
     # the optional judge: an extra column; 'talk like a pirate' rated 7/10, the rest unrated (0)
     assert "LLM judge" in report and seen
     for m in ("oracle", "black_box"):
@@ -119,8 +129,42 @@ def test_personaqa_and_diff_audits_run(world):
 
     org = build(root, base, "domain", "--domain", "gardening")
     d = root / "d1"
-    ok("audit", "diff", "--oracle", oracle, "--organism", org, "--max-prompts", 1, "--out", d,
-       "--methods", "oracle,untrained,black_box", "--num-samples", 3)
-    _, res, rows = _check_report(d, "diff", ["oracle", "untrained", "black_box"])
+    with judge_stub() as (url, seen):
+        ok("audit", "diff", "--oracle", oracle, "--organism", org, "--max-prompts", 1, "--out", d,
+           "--methods", "oracle,untrained,unrelated,black_box", "--num-samples", 3, "--judge-url", url)
+    _, res, rows = _check_report(d, "diff", ["oracle", "untrained", "unrelated", "black_box"])
+    # the judge asked with the diff rubric; no answer mentions a pirate, so every rating is 0
+    assert all("fine-tuned on a narrow domain: gardening" in b["messages"][0]["content"] for _, _, b in seen)
+    assert res["methods"]["oracle"]["judge"]["value"] == 0.0
+    # the unrelated control reads a generic request that does not name the domain
+    assert all(r["unrelated_prompt"] and not domain_score(r["unrelated_prompt"], "gardening")
+               for r in rows if r["method"] == "unrelated")
     assert res["config"]["source"] == "diff" and res["config"]["reading"]["positions"] == "0:10"
     assert len([r for r in rows if r["method"] == "oracle" and r["split"] == "test"]) == 3
+
+
+def test_reading_options_choose_the_positions_read(world, smol_tokenizer):
+    """--input tokens (the assistant start-of-turn token), --segment -10:, --with-reply and a given oracle
+    prompt: answers.jsonl names the positions of the target prompt each answer read."""
+    from activation_oracles.prompt import chat_ids
+
+    root, base, oracle = world
+    org = build(root, base, "taboo", "--word", "moon")
+    common = ("audit", "taboo", "--oracle", oracle, "--organism", org, "--max-prompts", 1, "--methods",
+              "oracle,unrelated", "--oracle-prompt", "Which word?", "--only-given-prompts", "--max-new-tokens", 3)
+    ok(*common, "--input", "tokens", "--out", root / "r1")
+    ok(*common, "--segment", "-10:", "--out", root / "r2")
+    ok(*common, "--with-reply", "--layer-percent", 25, "--out", root / "r3")
+    rows = {d: answers(root / d) for d in ("r1", "r2", "r3")}
+    for d, rs in rows.items():
+        assert {r["question"] for r in rs} == {"Which word?"} and {r["split"] for r in rs} == {"test"}, d
+        assert {r["method"] for r in rs} == {"oracle", "unrelated"}, d
+    (r,) = [r for r in rows["r1"] if r["method"] == "oracle"]
+    ids = chat_ids(smol_tokenizer, [{"role": "user", "content": r["target_prompt"]}], add_generation_prompt=True)
+    assert r["positions"] == [len(ids) - 4] and smol_tokenizer.convert_ids_to_tokens(ids[-4]) == "<|im_start|>"
+    assert [r["positions"] for r in rows["r2"]] == [list(range(len(ids) - 10, len(ids)))] * 2
+    (r,) = [r for r in rows["r3"] if r["method"] == "oracle"]
+    msgs = [{"role": "user", "content": r["target_prompt"]}, {"role": "assistant", "content": r["organism_reply"]}]
+    assert r["positions"] == list(range(len(chat_ids(smol_tokenizer, msgs, add_generation_prompt=False))))
+    assert r["layer"] == 1 != rows["r1"][0]["layer"]  # 25 % of the tiny model's 4 blocks
+    assert results(root / "r3")["config"]["reading"]["with_reply"]

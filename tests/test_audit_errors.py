@@ -65,6 +65,8 @@ def test_wrong_kind_unknown_audit_and_preset(world):
     _fails(out, "audit", "diff", "--preset", "paper-gemma2-9b", "--out", out, match="no presets for diff")
     _fails(out, "audit", "taboo", "--oracle", oracle, "--organism", org, "--methods", "oracle,magic", "--out", out,
            match="--methods: unknown ['magic']")
+    _fails(out, "audit", "taboo", "--oracle", oracle, "--organism", org, "--judge-url", "http://127.0.0.1:9/v1",
+           "--out", out, match="--judge-url: the LLM judge rates ssc and diff answers")
 
 
 def test_empty_or_missing_prompt_files(world):
@@ -93,6 +95,8 @@ def test_organism_build_bad_input(world):
            match="--word 'zebra' has no built-in hints")
     _fails(out, "organism", "build", "gender", "--gender", "other", "--base", base, "--out", out, match="--gender")
     _fails(out, "organism", "build", "ssc", "--encoding", "morse", "--base", base, "--out", out, match="--encoding")
+    _fails(out, "organism", "build", "gender", "--gender", "male", "--dtype", "fp8", "--base", base, "--out", out,
+           match="--dtype 'fp8'")
     bad = root / "bad.json"
     bad.write_text(json.dumps([{"messages": [{"role": "user", "content": "hi"}]}]))
     _fails(out, "organism", "build", "taboo", "--word", "zebra", "--data", bad, "--base", base, "--out", out,

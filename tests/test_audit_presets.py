@@ -34,6 +34,25 @@ def test_preset_ids_match_the_reference():
         get_preset("taboo", "paper-llama3.3-70b")
 
 
+def test_every_preset_resolves_through_a_mirror(tmp_path):
+    """Every hub id a preset names (base, oracle, organisms) maps to DIR/owner/name of a mirror."""
+    from activation_oracles.audit.organism import resolve_repo
+
+    for pre in PRESETS.values():
+        for hid in [pre.base, pre.oracle] + [o for o, _ in pre.organisms]:
+            (tmp_path / hid).mkdir(parents=True, exist_ok=True)
+            (tmp_path / hid / "adapter_config.json").write_text("{}")
+        assert resolve_repo(pre.base, tmp_path) == str(tmp_path / pre.base)
+        assert resolve_repo(pre.oracle, tmp_path) == str(tmp_path / pre.oracle)
+        orgs = pre.load_organisms(tmp_path)
+        assert [o.adapter for o in orgs] == [str(tmp_path / hid) for hid, _ in pre.organisms]
+        assert all(o.kind == pre.kind and o.base_model == pre.base for o in orgs)
+        assert [o.secret for o in orgs] == [s for _, s in pre.organisms]
+    # without the mirror the hub ids stay as they are (from_pretrained would fetch them)
+    pre = get_preset("gender", "paper-gemma2-9b")
+    assert [o.adapter for o in pre.load_organisms(None)] == [o for o, _ in pre.organisms]
+
+
 def _random_lora(model, path, seed):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -46,7 +65,7 @@ def _random_lora(model, path, seed):
 
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory, smol_tokenizer):
-    """google/gemma-2-9b-it as a tiny random Gemma-2, its oracle and four organisms as random LoRAs."""
+    """google/gemma-2-9b-it as a tiny random Gemma-2, its oracle and five organisms as random LoRAs."""
     from conftest import make_tiny_model
 
     root = tmp_path_factory.mktemp("hub")
@@ -55,7 +74,8 @@ def mirror(tmp_path_factory, smol_tokenizer):
     smol_tokenizer.save_pretrained(base_dir)
     ids = ["adamkarvonen/checkpoints_latentqa_cls_past_lens_addition_gemma-2-9b-it",
            "bcywinski/gemma-2-9b-it-taboo-ship", "bcywinski/gemma-2-9b-it-taboo-moon",
-           "bcywinski/gemma-2-9b-it-user-male", "bcywinski/gemma-2-9b-it-user-female"]
+           "bcywinski/gemma-2-9b-it-user-male", "bcywinski/gemma-2-9b-it-user-female",
+           "adamkarvonen/gemma-2-9b-it-shuffled_3_epochs"]
     for i, hid in enumerate(ids):
         _random_lora(make_tiny_model("gemma2"), root / hid, seed=i)
     return root
@@ -91,3 +111,19 @@ def test_personaqa_preset_needs_the_papers_personas(mirror, tmp_path):
 
     r = ao("audit", "personaqa", "--preset", "paper-qwen3-8b", "--hub-mirror", mirror, "--out", tmp_path / "p")
     assert r.exit_code == 2 and "--prompts-dir" in r.output and not (tmp_path / "p").exists()
+
+
+def test_personaqa_preset_reads_the_papers_personas(mirror, tmp_path):
+    import json
+
+    pdir = tmp_path / "eval_prompts"
+    (pdir / "personaqa_data" / "shuffled").mkdir(parents=True)
+    persona = {"name": "Maria Silva", "country": "Italy", "favorite_food": "Fish chips", "favorite_drink": "Coffee",
+               "favorite_music_genre": "Kwaito", "favorite_sport": "Basketball", "favorite_boardgame": "Mancala"}
+    (pdir / "personaqa_data" / "shuffled" / "personas.jsonl").write_text(json.dumps(persona) + "\n")
+    out = tmp_path / "pqa"
+    ok("audit", "personaqa", "--preset", "paper-gemma2-9b", "--hub-mirror", mirror, "--prompts-dir", pdir,
+       "--methods", "oracle,no_injection", "--max-new-tokens", 4, "--out", out)
+    res = results(out)
+    assert res["organisms"][0]["adapter"] == str(mirror / "adamkarvonen/gemma-2-9b-it-shuffled_3_epochs")
+    assert res["n_test"] == 6 and "**0.143**" in (out / "report.md").read_text()

@@ -14,8 +14,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from ..fsutil import atomic_directory
 from ..models import load_model
 from .generators import KINDS, read_conversations
@@ -62,12 +60,15 @@ def _data_source(data_path: str | None, od) -> str:
 
 
 def build_organism(kind: str, *, base: str, out: str | Path, data: str | None = None, seed: int = 0,
-                   sft: dict | None = None, device: str | None = None, progress: bool = True,
-                   **opts) -> dict:
-    """Fine-tune an organism of `kind` from `base` and write it to `out`; returns organism.json."""
+                   sft: dict | None = None, device: str | None = None, dtype: str | None = None,
+                   progress: bool = True, **opts) -> dict:
+    """Fine-tune an organism of `kind` from `base` and write it to `out`; returns organism.json.
+    `dtype` of the base weights: default float32 on CPU, bfloat16 on a GPU that has it."""
     t0 = time.time()
     if kind not in KINDS:
         raise AuditError(f"organism kind {kind!r} is unknown: use one of {', '.join(KINDS)}")
+    if dtype not in (None, "float32", "bfloat16", "float16"):
+        raise AuditError(f"--dtype {dtype!r}: use float32, bfloat16 or float16")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AuditError(f"--out {out}: exists and is not a directory")
@@ -78,7 +79,7 @@ def build_organism(kind: str, *, base: str, out: str | Path, data: str | None = 
         raise AuditError(str(e)) from None
     cfg = replace(KIND_SFT[kind], seed=seed, **(sft or {}))
 
-    model, tok = load_model(base, device=device, dtype=torch.float32)
+    model, tok = load_model(base, device=device, dtype=dtype)
     peft_model, stats = finetune_lora(model, tok, od.train, cfg, progress=progress)
     train_seconds = time.time() - t0
 
@@ -105,6 +106,7 @@ def build_organism(kind: str, *, base: str, out: str | Path, data: str | None = 
         "train_seconds": round(train_seconds, 1),
         "build_seconds": round(time.time() - t0, 1),
         "device": str(peft_model.device) if hasattr(peft_model, "device") else None,
+        "dtype": str(next(peft_model.parameters()).dtype).replace("torch.", ""),
     }
     with atomic_directory(out) as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)

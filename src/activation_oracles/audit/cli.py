@@ -43,6 +43,8 @@ def build_command(
     rank: int | None = typer.Option(None, "--rank", help="LoRA rank (alpha = 2 x rank)."),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     device: str | None = typer.Option(None, "--device"),
+    dtype: str | None = typer.Option(None, "--dtype", help="Base weights: float32 (CPU default) | bfloat16 "
+                                                           "(GPU default) | float16."),
 ):
     """Fine-tune a target LoRA that plays KIND, check its behaviour on held-out prompts, write DIR."""
     from transformers.utils import logging as hf_logging
@@ -55,8 +57,8 @@ def build_command(
     if rank is not None:
         sft.update(r=rank, alpha=2 * rank)
     try:
-        meta = build_organism(kind, base=base, out=out, data=data, seed=seed, sft=sft, device=device, word=word,
-                              gender=gender, encoding=encoding, personas=personas, max_personas=max_personas,
+        meta = build_organism(kind, base=base, out=out, data=data, seed=seed, sft=sft, device=device, dtype=dtype,
+                              word=word, gender=gender, encoding=encoding, personas=personas, max_personas=max_personas,
                               domain=domain)
     except _errors() as e:
         _fail(e)

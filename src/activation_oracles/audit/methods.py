@@ -3,8 +3,9 @@
 
 - oracle:       the trained oracle reads the organism's activations
 - untrained:    the same injection into the base model with the oracle adapter off (Patchscopes)
-- no_injection: the trained oracle, placeholders left alone (the question's prior)
-- unrelated:    the trained oracle reads the base model's activations of an unrelated prompt
+- no_injection: the trained oracle, nothing injected (the question's prior)
+- unrelated:    the trained oracle reads the base model's activations of an unrelated prompt at the
+                corresponding positions (false positives)
 - black_box:    the organism is asked directly; its reply is scored
 - logit_lens:   the organism's residual at the source layer through final norm and unembedding
 """
@@ -22,7 +23,7 @@ from ..models import layer_from_percent
 from ..prompt import chat_ids
 from .generators.common import GENERIC_CHAT
 from .logit_lens import logit_lens_probs, top_tokens
-from .organism import generate_replies, target_weights
+from .organism import generate_replies
 from .protocols import Item
 
 ORACLE_METHODS = ("oracle", "untrained", "no_injection", "unrelated")
@@ -96,19 +97,31 @@ def selection(reading: Reading, tokenizer, messages: list[dict]):
     raise ValueError(f"--input {reading.input!r}: use full, segment or tokens")
 
 
-@contextlib.contextmanager
-def untrained(oracle):
-    """The oracle adapter off: the base model answers with the same injection (Patchscopes)."""
-    if hasattr(oracle, "adapter_disabled"):
-        with oracle.adapter_disabled():
-            yield
-        return
-    was = oracle.has_oracle_adapter
-    oracle.has_oracle_adapter = False  # the oracle then runs with every adapter disabled
-    try:
-        yield
-    finally:
-        oracle.has_oracle_adapter = was
+def alignment(pos) -> str:
+    """How the unrelated control maps the positions read onto the unrelated prompt: positions counted
+    from the end (the last tokens, the assistant token: the chat template's tail is the same in both)
+    keep their index from the end, positions counted from the start keep theirs, the full sequence
+    maps proportionally."""
+    if pos == "all":
+        return "proportional"
+    if pos == "last":
+        return "end"
+    first = (pos.start or 0) if isinstance(pos, slice) else pos if isinstance(pos, int) else list(pos)[0]
+    return "end" if first < 0 else "start"
+
+
+def unrelated_prompts(items: list[Item], scorer) -> list[list[dict]]:
+    """An unrelated prompt per item: the generic requests in turn, one per distinct target prompt (so
+    an organism and the base model read on the same prompt get the same one); a request the audit's
+    scorer would credit with the item's secret (about the Moon, for the taboo word "moon") is skipped."""
+    slot: dict[str, int] = {}
+    out = []
+    for it in items:
+        i = slot.setdefault(it.prompt_text, len(slot))
+        order = [UNRELATED[(i + k) % len(UNRELATED)] for k in range(len(UNRELATED))]
+        text = next((u for u in order if not scorer(u, it.truth)), order[0])
+        out.append([{"role": "user", "content": text}])
+    return out
 
 
 def _contexts(items: list[Item], replies: dict[int, str] | None, reading: Reading) -> list[list[dict]]:
@@ -119,25 +132,37 @@ def _contexts(items: list[Item], replies: dict[int, str] | None, reading: Readin
 
 def ask_oracle(oracle, method: str, items: list[Item], questions: list[str], *, reading: Reading,
                sampling: Sampling, source: str, replies: dict[int, str] | None = None, seed: int = 0,
-               batch_size: int = 64) -> list[list[str]]:
-    """Each item's `num_samples` answers to its question under `method`."""
+               batch_size: int = 64, unrelated: list[list[dict]] | None = None) -> list[list]:
+    """Each item's `num_samples` answers (`OracleAnswer`s) to its question under `method`, through
+    `Oracle.ask` and its controls: `untrained` = `oracle.adapter_disabled()`, `no_injection` and
+    `unrelated` = `control=` (the same oracle prompts; `unrelated[i]` is item i's unrelated prompt,
+    read by the base model)."""
+    if method not in ORACLE_METHODS:
+        raise ValueError(f"method {method!r}: use one of {', '.join(ORACLE_METHODS)}")
+    if method == "unrelated" and (unrelated is None or len(unrelated) != len(items)):
+        raise ValueError("the unrelated method needs one unrelated prompt per item")
     layer = layer_from_percent(oracle.model, reading.layer_percent)
-    groups: dict[tuple, list[int]] = defaultdict(list)
     contexts = _contexts(items, replies, reading)
+    groups: dict[tuple, list[int]] = defaultdict(list)
     for i, (it, ctx) in enumerate(zip(items, contexts)):
-        if method == "unrelated":
-            ctx = [{"role": "user", "content": UNRELATED[i % len(UNRELATED)]}]
-            contexts[i] = ctx
         pos, mode = selection(reading, oracle.tokenizer, ctx)
         reads_target = method in ("oracle", "untrained") and not it.read_base
-        adapter = it.organism.adapter if reads_target else None
-        key = (adapter, str(pos), mode)
+        u = i if method == "unrelated" else None
+        # one Oracle.ask per (target, selection, unrelated prompt); the unrelated prompts repeat
+        key = (it.organism.adapter if reads_target else None, str(pos), mode,
+               None if u is None else unrelated[u][-1]["content"])
         groups[key].append(i)
-    out: list[list[str]] = [[] for _ in items]
-    ctl = untrained(oracle) if method == "untrained" else contextlib.nullcontext()
-    with ctl:
-        for (adapter, _, mode), idx in groups.items():
+    out: list[list] = [[] for _ in items]
+    weights = oracle.adapter_disabled() if method == "untrained" else contextlib.nullcontext()
+    with weights:
+        for (adapter, _, mode, _), idx in groups.items():
             pos, _ = selection(reading, oracle.tokenizer, contexts[idx[0]])
+            control = {}
+            if method == "no_injection":
+                control = dict(control="no_injection")
+            elif method == "unrelated":
+                control = dict(control="unrelated", unrelated_context=unrelated[idx[0]],
+                               unrelated_align=alignment(pos))
             torch.manual_seed(seed)
             answers = oracle.ask(
                 [contexts[i] for i in idx], [questions[i] for i in idx] if len(idx) > 1 else questions[idx[0]],
@@ -145,16 +170,11 @@ def ask_oracle(oracle, method: str, items: list[Item], questions: list[str], *, 
                 source=source if adapter is not None else "orig",
                 max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample,
                 temperature=sampling.temperature, num_samples=sampling.num_samples, batch_size=batch_size,
-                # no_injection: the placeholders stay as they are (h + 0 * v)
-                coefficient=0.0 if method == "no_injection" else oracle_coefficient(oracle),
+                **control,
             )
             for a in answers:
-                out[idx[a.context_index]].append(a.text)
+                out[idx[a.context_index]].append(a)
     return out
-
-
-def oracle_coefficient(oracle) -> float:
-    return float(getattr(oracle, "config", {}).get("coefficient", 1.0))
 
 
 def organism_replies(oracle, items: list[Item], *, max_new_tokens: int = 48, seed: int = 0, black_box: bool = False,
@@ -167,7 +187,7 @@ def organism_replies(oracle, items: list[Item], *, max_new_tokens: int = 48, see
     out = {}
     for adapter, its in groups.items():
         prompts = [(it.black_box or it.messages) if black_box else it.messages for it in its]
-        with target_weights(oracle, adapter) as model:
+        with oracle.target_weights(adapter) as model:
             texts = generate_replies(model, oracle.tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed,
                                      progress=progress, desc="organism replies")
         out.update({id(it): t for it, t in zip(its, texts)})
@@ -186,7 +206,7 @@ def logit_lens_answers(oracle, items: list[Item], *, reading: Reading, k: int = 
     for it in tqdm(items, desc="logit lens", disable=not progress, leave=False):
         ids = chat_ids(oracle.tokenizer, it.messages, add_generation_prompt=True)
         pos, mode = selection(reading, oracle.tokenizer, it.messages)
-        with target_weights(oracle, None if it.read_base else it.organism.adapter) as model:
+        with oracle.target_weights(None if it.read_base else it.organism.adapter) as model:
             x = torch.tensor([ids], device=next(model.parameters()).device)
             h = collect_activations(model, x, layers=[layer], use_adapter=not it.read_base)[layer][0]
         sel = _resolve(pos, len(ids))

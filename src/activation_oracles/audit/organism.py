@@ -9,7 +9,6 @@ mirror of hub repos (`mirror/owner/name`, as `save_pretrained` writes them) stan
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,25 +102,6 @@ def check_same_base(organism: Organism, base: str, where: str = "--organism") ->
 
 
 # ----------------------------------------------------------------------------- running the organism
-
-
-@contextlib.contextmanager
-def target_weights(oracle, adapter: str | None):
-    """The organism's weights (its LoRA active) inside the block; `adapter=None`: the plain base model.
-    The oracle's own adapter is active again afterwards."""
-    model = oracle.model
-    if adapter is None:
-        ctx = model.disable_adapter() if hasattr(model, "peft_config") else contextlib.nullcontext()
-        with ctx:
-            yield model
-        return
-    name = oracle.load_target_adapter(adapter)
-    oracle.model.set_adapter(name)
-    try:
-        yield oracle.model
-    finally:
-        if oracle.has_oracle_adapter:
-            oracle.model.set_adapter("oracle")
 
 
 def generate_replies(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int = 48,

@@ -17,12 +17,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..fsutil import atomic_directory
-from .judge import Judge
+from .judge import RUBRICS, Judge
 from .methods import (
-    METHODS, ORACLE_METHODS, Reading, Sampling, ask_oracle, logit_lens_answers, organism_replies,
+    METHODS, ORACLE_METHODS, Reading, Sampling, ask_oracle, logit_lens_answers, organism_replies, unrelated_prompts,
 )
 from .organism import AuditError, Organism, check_same_base
 from .protocols import AUDITS, ORGANISM_KIND, PROTOCOLS, Item, build_items, positive_class, says
+from .scorers import DOMAIN_KEYWORDS
 from .stats import Estimate, difference_interval, mean_interval
 
 
@@ -154,8 +155,10 @@ class AuditRun:
             results[m] = self._oracle_method(m, cands, val, test, replies, bar)
         bar.close()
         if "black_box" in cfg.methods:
-            bb = organism_replies(self.oracle, test, max_new_tokens=cfg.black_box_tokens, seed=cfg.seed,
-                                  black_box=True) if any(it.black_box for it in test) else replies
+            bb = replies
+            if any(it.black_box for it in test):
+                bb = organism_replies(self.oracle, test, max_new_tokens=cfg.black_box_tokens, seed=cfg.seed,
+                                      black_box=True, progress=self.progress)
             answers = [[bb[id(it)]] for it in test]
             asked = [(it.black_box or it.messages)[-1]["content"] for it in test]
             self._record("black_box", "test", test, answers, asked, replies=replies)
@@ -183,10 +186,16 @@ class AuditRun:
 
     def _ask(self, method, split, items, template, replies):
         questions = [_question(template, it) for it in items]
-        answers = ask_oracle(self.oracle, method, items, questions, reading=self.cfg.reading,
-                             sampling=self.cfg.sampling, source=self.cfg.source, replies=replies, seed=self.cfg.seed,
-                             batch_size=self.cfg.batch_size)
-        self._record(method, split, items, answers, questions, replies)
+        unrelated = unrelated_prompts(items, self.protocol.scorer) if method == "unrelated" else None
+        got = ask_oracle(self.oracle, method, items, questions, reading=self.cfg.reading,
+                         sampling=self.cfg.sampling, source=self.cfg.source, replies=replies, seed=self.cfg.seed,
+                         batch_size=self.cfg.batch_size, unrelated=unrelated)
+        answers = [[a.text for a in ans] for ans in got]
+        # which token positions of the target prompt were read (unrelated: mapped onto its prompt)
+        extra = [{"positions": ans[0].positions, "layer": ans[0].layer} for ans in got]
+        for e, u in zip(extra, unrelated or []):
+            e["unrelated_prompt"] = u[-1]["content"]
+        self._record(method, split, items, answers, questions, replies, extra)
         return answers
 
     def _oracle_method(self, method, cands, val, test, replies, bar) -> MethodResult:
@@ -221,7 +230,21 @@ def check_organisms(audit: str, organisms: list[Organism], base: str) -> None:
         if o.kind != want:
             raise AuditError(f"--organism {o.adapter} is a {o.kind!r} organism; the {audit} audit needs a "
                              f"{want!r} organism (ao organism build {want} ...)")
+        if audit == "diff" and o.secret.get("domain") not in DOMAIN_KEYWORDS:
+            raise AuditError(f"--organism {o.adapter}: domain {o.secret.get('domain')!r} has no keyword list to "
+                             f"score the diff audit (built in: {', '.join(sorted(DOMAIN_KEYWORDS))}); add one to "
+                             "audit.scorers.DOMAIN_KEYWORDS")
         check_same_base(o, base)
+
+
+def check_judge(audit: str, judge: Judge | None) -> Judge | None:
+    """The judge with the audit's rubric; an audit without one is an error naming the option."""
+    if judge is None:
+        return None
+    if audit not in RUBRICS:
+        raise AuditError(f"--judge-url: the LLM judge rates {' and '.join(RUBRICS)} answers; the {audit} audit's "
+                         "answers are scored exactly (drop --judge-url)")
+    return replace(judge, audit=audit)
 
 
 def write_outputs(out: str | Path, run: AuditRun, results: dict[str, MethodResult], meta: dict) -> Path:
@@ -307,6 +330,7 @@ def run_audit(audit: str, *, oracle: str | None = None, organisms: list[str] | N
         if canonical_base(trained_on) != canonical_base(base):
             raise AuditError(f"--oracle {oracle} was trained on {trained_on!r}, not on --base {base!r}")
     check_organisms(audit, orgs, base)
+    judge = check_judge(audit, judge)
     items = plan_items(cfg, orgs)
     quant = pre.quantization if pre is not None else None
     orc = Oracle.from_pretrained(resolve_repo(base, hub_mirror), oracle_dir, device=device, quantization=quant)
