@@ -221,6 +221,47 @@ def test_map_positions_first_to_first_last_to_last():
     assert map_positions([3, 4], 5, 5) == [3, 4]  # same length: the same positions
 
 
+def test_map_positions_aligned_to_start_or_end():
+    assert map_positions([0, 5, 10], 11, 21, "start") == [0, 5, 10]
+    assert map_positions([0, 5, 10], 11, 7, "start") == [0, 5, 6]  # clipped to the shorter context
+    assert map_positions([7, 10], 11, 21, "end") == [17, 20]  # the same index from the end
+    assert map_positions([0, 10], 11, 5, "end") == [0, 4]
+    with pytest.raises(ValueError, match="unrelated_align='middle'"):
+        map_positions([0], 3, 3, "middle")
+
+
+def test_unrelated_aligned_to_the_end_reads_the_same_template_token(tiny_oracle, monkeypatch):
+    """The assistant start-of-turn token of a chat prompt (-4 on SmolLM2's template) read in the
+    neutral context too, whatever the two texts' lengths."""
+    oracle = tiny_oracle
+    seen = _record(monkeypatch, oracle)
+    neutral = "Grey clouds hang low over the quiet town today."
+    oracle.ask(CTX, "Q?", positions=-4, layer=2, max_new_tokens=2, control="unrelated",
+               unrelated_context=neutral, unrelated_align="end")
+    ids = ao.prompt.chat_ids(oracle.tokenizer, [{"role": "user", "content": neutral}], add_generation_prompt=True)
+    other = ao.collect_activations(oracle.model, torch.tensor([ids]), layers=[2])[2][0]
+    torch.testing.assert_close(seen["inject"][0][0][0], other[[len(ids) - 4]], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="unrelated_align is only read with control='unrelated'"):
+        oracle.ask(CTX, "Q?", unrelated_align="end")
+    with pytest.raises(ValueError, match="unrelated_align='back'"):
+        oracle.ask(CTX, "Q?", control="unrelated", unrelated_align="back")
+
+
+def test_target_weights_switch_and_restore(tiny_dir):
+    adapter = _save_lora(tiny_dir / "base", tiny_dir / "oracle", seed=1)
+    target = _save_lora(tiny_dir / "base", tiny_dir / "target", seed=2)
+    oracle = ao.Oracle.from_pretrained(str(tiny_dir / "base"), str(adapter), device="cpu")
+    plain, _ = ao.load_model(str(tiny_dir / "base"), device="cpu")
+    x = torch.tensor([[5, 9, 13]])
+    with oracle.target_weights(str(target)) as m:
+        assert m.active_adapter.startswith("target")
+        tuned = m(input_ids=x).logits
+    with oracle.target_weights(None) as m:
+        torch.testing.assert_close(m(input_ids=x).logits, plain(input_ids=x).logits)
+    assert oracle.model.active_adapter == "oracle"
+    assert not torch.allclose(tuned, plain(input_ids=x).logits)
+
+
 def test_user_unrelated_context_and_control_errors(tiny_oracle):
     oracle = tiny_oracle
     (a,) = oracle.ask(CTX, "Q?", positions="last", control="unrelated", unrelated_context="Grey clouds today.",

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import typer
 
+from .audit.cli import register as register_audit
 from .data.cli import app as data_app
 from .eval.cli import register as register_eval
+from .oracle import parse_positions  # noqa: F401  (re-exported: `ao ask --positions`)
 from .plan import register as register_plan
 from .train.cli import register as register_train
 
@@ -22,6 +24,7 @@ app.add_typer(data_app, name="data")
 register_train(app)
 register_eval(app)
 register_plan(app)
+register_audit(app)
 
 
 @app.command()
@@ -36,24 +39,6 @@ def demo(
     from .demo import run_demo
 
     run_demo(out, preset=preset, max_steps=max_steps, data_scale=data_scale, max_per_group=max_per_group)
-
-
-def parse_positions(text: str):
-    """'all' | 'last' | N | A:B (Python slice, negatives from the end) | N,M,..."""
-    text = text.strip()
-    if text in ("all", "last"):
-        return text
-    try:
-        if ":" in text:
-            parts = [int(p) if p else None for p in text.split(":")]
-            if len(parts) > 3:
-                raise ValueError
-            return slice(*parts)
-        if "," in text:
-            return [int(p) for p in text.split(",") if p]
-        return int(text)
-    except ValueError:
-        raise typer.BadParameter(f"--positions {text!r}: use all, last, N, A:B or N,M,...") from None
 
 
 def parse_ints(text: str | None, flag: str) -> list[int] | None:
@@ -110,11 +95,11 @@ def ask(
     choices = tuple(c.strip() for c in scores.split(",") if c.strip()) if scores else None
     load = {k: v for k, v in dict(device=device, dtype=dtype, quantization=quantization,
                                   device_map=device_map).items() if v is not None}
-    common = dict(layer=layer, layers=parse_ints(layers, "--layers"), layer_percent=layer_percent,
-                  positions=parse_positions(positions), mode=mode, raw=raw, source=source,
-                  target_adapter=target_adapter, batch_size=batch_size)
     qs = question[0] if len(question) == 1 else list(question)
     try:
+        common = dict(layer=layer, layers=parse_ints(layers, "--layers"), layer_percent=layer_percent,
+                      positions=parse_positions(positions), mode=mode, raw=raw, source=source,
+                      target_adapter=target_adapter, batch_size=batch_size)
         oracle = Oracle.from_pretrained(model, adapter, **load)
         if choices:
             results = [oracle.score(context, qs, choices, control=c, **common) for c in runs]

@@ -1,4 +1,4 @@
-"""Writing a directory all at once: readers see the old one or the complete new one, never half."""
+"""Writing a file or a directory all at once: readers see the old one or the complete new one, never half."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ def fsync_path(path: Path) -> None:
             os.close(fd)
     except OSError:  # pragma: no cover - exotic filesystems
         pass
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `path` through a temporary file beside it and a rename."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

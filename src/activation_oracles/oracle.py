@@ -88,9 +88,20 @@ def _is_single_context(x) -> bool:
     return isinstance(x, torch.Tensor) and x.dim() == 2
 
 
-def map_positions(positions: list[int], length: int, other_length: int) -> list[int]:
+ALIGNS = ("proportional", "start", "end")
+
+
+def map_positions(positions: list[int], length: int, other_length: int, align: str = "proportional") -> list[int]:
     """Where positions of a `length`-token context fall in an `other_length`-token one (the unrelated
-    control): proportionally, first to first and last to last; a one-token context maps to the last."""
+    control). "proportional": first to first and last to last (a one-token context maps to the last);
+    "start": the same index from the start; "end": the same index from the end (e.g. the assistant
+    start-of-turn token of two chat prompts). "start" and "end" clip to the other context."""
+    if align == "start":
+        return [min(p, other_length - 1) for p in positions]
+    if align == "end":
+        return [max(0, p - length + other_length) for p in positions]
+    if align != "proportional":
+        raise ValueError(f"unrelated_align={align!r}: use one of {', '.join(ALIGNS)}")
     if length == 1:
         return [other_length - 1] * len(positions)
     return [round(p * (other_length - 1) / (length - 1)) for p in positions]
@@ -120,6 +131,24 @@ def resolve_positions(spec, length: int) -> list[int]:
             raise ValueError(f"positions: {p!r} is out of range for a context of {length} tokens")
         out.append(p % length)
     return out
+
+
+def parse_positions(text: str):
+    """A positions spec from text: 'all' | 'last' | N | A:B (Python slice, negatives from the end) | N,M,..."""
+    text = text.strip()
+    if text in ("all", "last"):
+        return text
+    try:
+        if ":" in text:
+            parts = [int(p) if p else None for p in text.split(":")]
+            if len(parts) > 3:
+                raise ValueError
+            return slice(*parts)
+        if "," in text:
+            return [int(p) for p in text.split(",") if p]
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--positions {text!r}: use all, last, N, A:B or N,M,...") from None
 
 
 class Oracle:
@@ -175,6 +204,22 @@ class Oracle:
         self.model.eval()
         self._target_adapters[adapter] = name
         return name
+
+    @contextlib.contextmanager
+    def target_weights(self, adapter: str | None):
+        """The target model inside the block (yields the model): the target LoRA `adapter` active
+        (loaded on first use), or with None the base model, every adapter off. The oracle's adapter
+        is active again afterwards."""
+        if adapter is None:
+            with self.model.disable_adapter() if self._is_peft() else contextlib.nullcontext():
+                yield self.model
+            return
+        self.model.set_adapter(self.load_target_adapter(adapter))
+        try:
+            yield self.model
+        finally:
+            if self.has_oracle_adapter:
+                self.model.set_adapter("oracle")
 
     @contextlib.contextmanager
     def adapter_disabled(self):
@@ -245,12 +290,8 @@ class Oracle:
         def run(with_target: bool):
             if not with_target:
                 return collect_activations(self.model, ids, mask, layers=layers)
-            self.model.set_adapter(self._target_adapters[target_adapter])
-            try:
-                return collect_activations(self.model, ids, mask, layers=layers, use_adapter=True)
-            finally:
-                if self.has_oracle_adapter:
-                    self.model.set_adapter("oracle")
+            with self.target_weights(target_adapter) as model:
+                return collect_activations(model, ids, mask, layers=layers, use_adapter=True)
 
         if source == "orig":
             return run(False), offsets
@@ -282,6 +323,7 @@ class Oracle:
         batch_size: int = 64,
         control: str | None = None,
         unrelated_context=None,
+        unrelated_align: str = "proportional",
         return_logprobs: bool = False,
         matcher: Callable[[str], Hashable] | None = None,
         group_samples: bool = False,
@@ -295,7 +337,8 @@ class Oracle:
 
         `control="no_injection"` answers the same prompts with nothing injected; `control="unrelated"`
         injects the activations of `unrelated_context` (default `NEUTRAL_TEXT`) at the positions that
-        `map_positions` assigns. Contexts are read and answers generated `batch_size` at a time.
+        `map_positions` assigns (`unrelated_align`: proportional, start or end). Contexts are read and
+        answers generated `batch_size` at a time.
         `return_logprobs` fills `logprob`, `tokens` and `token_logprobs`. With `num_samples > 1` each
         answer's `agreement` is the share of its query's samples with the same `matcher(text)` (default
         `normalize_answer`); `group_samples=True` returns one answer per distinct one instead, most
@@ -308,7 +351,8 @@ class Oracle:
         layers, queries = self._prepare(context, question, layer=layer, layers=layers, layer_percent=layer_percent,
                                        positions=positions, target_adapter=target_adapter, source=source,
                                        num_samples=num_samples, mode=mode, raw=raw, batch_size=batch_size,
-                                       control=control, unrelated_context=unrelated_context)
+                                       control=control, unrelated_context=unrelated_context,
+                                       unrelated_align=unrelated_align)
         answers = []
         for start in range(0, len(queries), batch_size):
             chunk = queries[start : start + batch_size]
@@ -342,6 +386,7 @@ class Oracle:
         batch_size: int = 64,
         control: str | None = None,
         unrelated_context=None,
+        unrelated_align: str = "proportional",
         method: str = "auto",
     ) -> list[OracleAnswer]:
         """How likely the oracle answers each of `choices`, per query (same queries and arguments as
@@ -352,7 +397,8 @@ class Oracle:
         layers, queries = self._prepare(context, question, layer=layer, layers=layers, layer_percent=layer_percent,
                                        positions=positions, target_adapter=target_adapter, source=source,
                                        num_samples=1, mode=mode, raw=raw, batch_size=batch_size,
-                                       control=control, unrelated_context=unrelated_context)
+                                       control=control, unrelated_context=unrelated_context,
+                                       unrelated_align=unrelated_align)
         answers = []
         for start in range(0, len(queries), batch_size):
             chunk = queries[start : start + batch_size]
@@ -394,7 +440,8 @@ class Oracle:
         return [layer_from_percent(self.model, 50 if layer_percent is None else layer_percent)]
 
     def _prepare(self, context, question, *, layer, layers, layer_percent, positions, target_adapter, source,
-                 num_samples, mode, raw, batch_size, control, unrelated_context) -> tuple[list[int], list[_Query]]:
+                 num_samples, mode, raw, batch_size, control, unrelated_context,
+                 unrelated_align) -> tuple[list[int], list[_Query]]:
         """Check the arguments, read the contexts and return (source layers, queries with their vectors)."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
@@ -406,6 +453,10 @@ class Oracle:
             raise ValueError(f"control={control!r}: use None or one of {', '.join(CONTROLS)}")
         if unrelated_context is not None and control != "unrelated":
             raise ValueError("unrelated_context is only read with control='unrelated'")
+        if unrelated_align not in ALIGNS:
+            raise ValueError(f"unrelated_align={unrelated_align!r}: use one of {', '.join(ALIGNS)}")
+        if unrelated_align != "proportional" and control != "unrelated":
+            raise ValueError("unrelated_align is only read with control='unrelated'")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         layers = self._source_layers(layer, layers, layer_percent)
@@ -433,7 +484,8 @@ class Oracle:
                 raise ValueError("unrelated_context vectors hold one layer; with layers=[...] pass text or token ids")
             src = self._collect([neutral], layers, source, target_adapter, batch_size)[0]
             for q in queries:
-                q.vectors = pick(src, map_positions(q.positions, contexts[q.context_index].length, neutral.length))
+                where = map_positions(q.positions, contexts[q.context_index].length, neutral.length, unrelated_align)
+                q.vectors = pick(src, where)
             return layers, queries
         acts = self._collect(contexts, layers, source, target_adapter, batch_size)
         for q in queries:
