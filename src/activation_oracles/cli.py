@@ -11,6 +11,7 @@ import typer
 from .data.cli import app as data_app
 from .eval.cli import register as register_eval
 from .train.cli import register as register_train
+from .view.cli import register as register_view
 
 app = typer.Typer(
     help="Activation Oracles: train, evaluate and query LLMs that read activations.",
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 register_train(app)
 register_eval(app)
+register_view(app)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Writing a directory all at once: readers see the old one or the complete new one, never half."""
+"""Writing a file or a directory all at once: readers see the old one or the complete new one, never half."""
 
 from __future__ import annotations
 
@@ -19,6 +19,21 @@ def fsync_path(path: Path) -> None:
             os.close(fd)
     except OSError:  # pragma: no cover - exotic filesystems
         pass
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file beside it and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` through a temporary file beside it and a rename."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @contextlib.contextmanager

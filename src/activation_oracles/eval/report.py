@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from ..fsutil import atomic_write_text
 from .classification import METHODS, GroupResult
 
 VARIANT_LABELS = {"single": "single token", "multi": "multi-token window", "full": "whole prompt (all tokens)"}
@@ -17,12 +17,6 @@ def _fmt(s: dict | None) -> str:
     if not s:
         return "–"
     return f"{s['acc']:.3f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -141,7 +135,7 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta or {}, "summary": summary, "groups": [r.to_dict() for r in results]}
-    _atomic_write(out / "results.json", json.dumps(payload, indent=2))
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
     plot_accuracy(results, out / "accuracy.png")
     loss_png = plot_losses(read_metrics(Path(metrics_path)), out / "loss.png") if metrics_path else None
 
@@ -176,5 +170,5 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
         lines += ["", "![training loss](loss.png)"]
     if extra_md:
         lines += ["", extra_md]
-    _atomic_write(out / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"
