@@ -182,3 +182,41 @@ def test_sample_rows_come_from_the_evaluated_classification_tasks():
         rows = pick_rows(test, seed=seed, datasets=["sst2"])
         assert rows == [5, 6, 7]  # the only sst2 row, whatever the seed; other families unaffected
     assert len(pick_rows(test)) == 3
+
+
+def test_expected_calibration_error_known_values():
+    from activation_oracles.eval.calibration import expected_calibration_error, reliability
+
+    # confident and right: ECE 0.1 (confidence 0.9, accuracy 1)
+    assert abs(expected_calibration_error([0.9, 0.1, 0.9, 0.1], [1, 0, 1, 0]) - 0.1) < 1e-9
+    # always 0.6 for Yes, right 60 % of the time: calibrated
+    assert expected_calibration_error([0.6] * 10, [1] * 6 + [0] * 4) < 1e-9
+    # confident and always wrong: ECE = confidence
+    assert abs(expected_calibration_error([0.95, 0.05], [0, 1]) - 0.95) < 1e-9
+    bins = reliability([0.53, 0.97, 0.02], [1, 1, 0])
+    assert [b["n"] for b in bins] == [1, 0, 0, 0, 0, 0, 0, 0, 0, 2] and bins[-1]["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="truth"):
+        expected_calibration_error([0.5, 0.5], [1])
+
+
+def test_choice_scoring_keeps_p_yes_for_calibration(tmp_path, small_mixture, tiny30):
+    from activation_oracles.eval.classification import prompt_of, source_vectors
+    from activation_oracles.steering import choice_probs
+
+    model, tok = tiny30
+    results = evaluate_classification(model, tok, small_mixture, tasks=["sst2"], max_per_group=5, batch_size=5,
+                                      methods=("oracle",), progress=False)
+    r = results[0]
+    s = r.scores["oracle"]
+    assert len(s.p_yes) == len(s.yes) == s.n == 5 and all(0 <= p <= 1 for p in s.p_yes)
+    assert s.correct == sum(int(p >= 0.5) == y for p, y in zip(s.p_yes, s.yes))
+    rows = [small_mixture["test"][i] for i in group_rows(small_mixture["test"], tasks=["sst2"], max_per_group=5)[
+        (r.dataset, r.variant)]]
+    vecs = source_vectors(model, rows, pad_id=tok.pad_token_id)
+    ref = choice_probs(model, tok, [prompt_of(x) for x in rows], [list(x["positions"]) for x in rows], vecs)
+    np.testing.assert_allclose(s.p_yes, ref.probs[:, 0].tolist(), rtol=1e-4, atol=1e-6)
+    summary = summarize(results)
+    assert set(summary["ece"]) == {"oracle"} and 0 <= summary["ece"]["oracle"] <= 1
+    write_report(tmp_path / "out", results, summary)
+    assert (tmp_path / "out" / "reliability.png").stat().st_size > 0
+    assert "## Calibration" in (tmp_path / "out" / "report.md").read_text()

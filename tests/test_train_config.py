@@ -25,7 +25,9 @@ def test_presets_ship_and_paper_values():
     from activation_oracles.train.dataset import builtin_mixture_config
 
     mix = builtin_mixture_config(cpu)
-    assert mix.layer_percents == [50] and mix.classification.ask_classes["sst2"] == ["positive"]
+    assert mix.layer_percents == [50] and mix.classification.train_tasks == ["sst2", "md_gender", "ner", "tense"]
+    # every class is asked (issue 10); the curriculum only starts with one class per task
+    assert not mix.classification.ask_classes and cpu.data.curriculum[0]["where"]["task"] == ["classification"]
     with pytest.raises(ConfigError, match="data.builtin_mixture"):
         builtin_mixture_config(load_config("cpu-smollm2", {"data.builtin_mixture": "{classification: {nope: 1}}"}))
 

@@ -7,6 +7,7 @@ resumes from the run's latest complete checkpoint (or is skipped once the final 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +15,35 @@ from pathlib import Path
 from .fsutil import atomic_directory
 
 PRESET = "cpu-smollm2"
+
+
+def busy_cores(seconds: float = 0.5) -> float | None:
+    """How many cores other processes keep busy right now (from /proc/stat; None where unavailable)."""
+    def sample():
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)  # total, idle + iowait
+
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (1 - (i1 - i0) / max(1, t1 - t0)) * (os.cpu_count() or 1)
+
+
+def warn_if_cpu_busy() -> None:
+    """Several torch threads on a CPU that other processes keep busy wait on each other at every
+    parallel region: on our 2-core machines matrix products fell from ~300 to ~3 GFLOP/s with one other
+    busy process (docs/demo.md). Say so before a run that would take hours instead of minutes."""
+    import torch
+
+    busy, threads = busy_cores(), torch.get_num_threads()
+    if busy is not None and busy > 0.5 and threads > 1:
+        print(f"note: other processes keep {busy:.1f} of {os.cpu_count()} cores busy and torch uses {threads} "
+              "threads; under contention training can be 10-100x slower. Stop the other jobs, or run with "
+              "OMP_NUM_THREADS=1.", flush=True)
 
 
 def _stage(msg: str, t0: float) -> None:
@@ -26,14 +56,19 @@ def _copy_tree(src: Path, dst: Path) -> None:
 
 
 def train_or_resume(preset: str, data_dir: Path, run_dir: Path, overrides: dict) -> Path:
-    from .train import latest_complete, train
+    from .train import CheckpointError, latest_complete, train
 
     if (run_dir / "adapter" / "adapter_config.json").is_file():
         print(f"training already finished: reusing {run_dir / 'adapter'}", flush=True)
         return run_dir
-    if run_dir.is_dir() and latest_complete(run_dir) is not None:
-        print(f"resuming the interrupted run in {run_dir}", flush=True)
-        return train(None, resume=str(run_dir))
+    if run_dir.is_dir():
+        try:
+            latest_complete(run_dir)
+        except CheckpointError:  # stopped before its first checkpoint: nothing to resume, start afresh
+            pass
+        else:
+            print(f"resuming the interrupted run in {run_dir}", flush=True)
+            return train(None, resume=str(run_dir))
     return train(preset, data=str(data_dir), out=str(run_dir), overrides=overrides)
 
 
@@ -57,6 +92,7 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(preset, {})
     mix = demo_mixture(cfg, model, data_scale)
+    warn_if_cpu_busy()
     _stage("1/4 building the built-in offline mixture (all three task families)", t0)
     dd = build_mixture(mix)
     data_dir = saved_dir(dd)

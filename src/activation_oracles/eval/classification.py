@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from ..hooks import collect_activations
 from ..models import model_device
 from ..prompt import prompt_length
-from ..steering import choose_answers, generate_answers, left_pad
+from ..steering import choice_probs, generate_answers, left_pad
+from .calibration import expected_calibration_error
 from .probe import pool, probe_predictions
 from .scoring import score, wilson_interval
 
@@ -33,6 +34,9 @@ class MethodScore:
     correct: int = 0
     formatted: int = 0
     n: int = 0
+    # forced-choice scoring: P(Yes) of every answer and whether Yes was right (for calibration)
+    p_yes: list[float] = field(default_factory=list)
+    yes: list[int] = field(default_factory=list)
 
     @property
     def acc(self) -> float:
@@ -40,8 +44,11 @@ class MethodScore:
 
     def to_dict(self) -> dict:
         lo, hi = wilson_interval(self.correct, self.n)
-        return {"acc": self.acc, "ci_low": lo, "ci_high": hi, "format_acc": self.formatted / self.n if self.n else None,
-                "correct": self.correct, "n": self.n}
+        d = {"acc": self.acc, "ci_low": lo, "ci_high": hi, "format_acc": self.formatted / self.n if self.n else None,
+             "correct": self.correct, "n": self.n}
+        if self.p_yes:
+            d["ece"] = expected_calibration_error(self.p_yes, self.yes)
+        return d
 
 
 @dataclass
@@ -52,7 +59,7 @@ class GroupResult:
     scores: dict[str, MethodScore] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {"dataset": self.dataset, "variant": self.variant, "n": self.n}
         d["scores"] = {m: s.to_dict() for m, s in self.scores.items()}
         return d
 
@@ -126,6 +133,7 @@ def prompt_of(row) -> list[int]:
 
 
 SCORINGS = ("choice", "generate")
+YES_NO = ("Yes", "No")
 
 
 def adapter_off(model, off: bool = True):
@@ -137,24 +145,32 @@ def adapter_off(model, off: bool = True):
 
 
 def answers(model, tokenizer, rows, vectors, *, hook_layer: int, adapter: bool, steer: bool,
-            batch_size: int = 32, max_new_tokens: int = 3, scoring: str = "choice") -> list[tuple[bool, bool]]:
-    """(format-correct, correct) per row. `adapter=False` turns a PEFT adapter off, `steer=False` skips
+            batch_size: int = 32, max_new_tokens: int = 3, scoring: str = "choice") -> MethodScore:
+    """Scores of one method on `rows`. `adapter=False` turns a PEFT adapter off, `steer=False` skips
     injection. `scoring="choice"`: Yes vs No at the first answer token (one forward; format-correct =
-    greedy would start with Yes or No); `"generate"`: greedy text, first word compared."""
+    greedy would start with Yes or No; P(Yes) kept for calibration); `"generate"`: greedy text, first word
+    compared."""
     if scoring not in SCORINGS:
         raise ValueError(f"scoring={scoring!r}: use one of {SCORINGS}")
-    out: list[tuple[bool, bool]] = []
+    out = MethodScore(n=len(rows))
     with adapter_off(model, not adapter):
         for s in range(0, len(rows), batch_size):
             chunk = rows[s : s + batch_size]
             args = (model, tokenizer, [prompt_of(r) for r in chunk], [list(r["positions"]) for r in chunk],
                     vectors[s : s + batch_size] if steer else None)
             if scoring == "choice":
-                picks, fmt = choose_answers(*args, hook_layer=hook_layer)
-                out += [(f, p.lower() == r["target"].strip().lower()) for p, f, r in zip(picks, fmt, chunk)]
+                sc = choice_probs(*args, choices=YES_NO, hook_layer=hook_layer, method="first_token")
+                p_yes = sc.probs[:, 0].float().cpu().tolist()
+                yes = [int(r["target"].strip().lower() == "yes") for r in chunk]
+                out.correct += sum(int(p >= 0.5) == y for p, y in zip(p_yes, yes))
+                out.formatted += sum(sc.formatted)
+                out.p_yes += p_yes
+                out.yes += yes
             else:
                 texts = generate_answers(*args, hook_layer=hook_layer, max_new_tokens=max_new_tokens)
-                out += [score(t, r["target"]) for t, r in zip(texts, chunk)]
+                got = [score(t, r["target"]) for t, r in zip(texts, chunk)]
+                out.formatted += sum(f for f, _ in got)
+                out.correct += sum(c for _, c in got)
     return out
 
 
@@ -207,7 +223,7 @@ def evaluate_classification(
             adapter, steer = settings[m]
             got = answers(model, tokenizer, rows, vecs, hook_layer=hook_layer, adapter=adapter and has_adapter,
                           steer=steer, batch_size=batch_size, scoring=scoring)
-            res.scores[m] = MethodScore(correct=sum(c for _, c in got), formatted=sum(f for f, _ in got), n=len(rows))
+            res.scores[m] = got
         if "probe" in methods and (dataset, variant) in train_groups:
             tr_rows = [train[i] for i in train_groups[(dataset, variant)]]
             tr_vecs = cache.vectors(tr_rows)
@@ -229,6 +245,16 @@ def _mean(results, method) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def pooled_probs(results: list[GroupResult], method: str) -> tuple[list[float], list[int]]:
+    """P(Yes) and the truth of every forced-choice answer of `method`, over all groups."""
+    p, y = [], []
+    for r in results:
+        if method in r.scores:
+            p += r.scores[method].p_yes
+            y += r.scores[method].yes
+    return p, y
+
+
 def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_tasks=None, heldout_tasks=None,
               context_prediction: dict | None = None) -> dict:
     """Averages and the demo's bar, in parts that hold or not on their own:
@@ -246,6 +272,8 @@ def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_
     for m in METHODS:
         out[f"mean_{m}"] = _mean(eligible, m)
         out[f"mean_all_{m}"] = _mean(results, m)
+    out["ece"] = {m: expected_calibration_error(*pooled_probs(results, m)) for m in METHODS
+                  if any(m in r.scores and r.scores[m].p_yes for r in results)}
     out["per_variant"] = {v: {m: _mean([r for r in eligible if r.variant == v], m) for m in METHODS}
                           for v in VARIANTS if any(r.variant == v for r in eligible)}
     parts: dict[str, dict] = {}

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from ..fsutil import atomic_write_text
-from .classification import METHODS, GroupResult
+from .calibration import plot_reliability
+from .classification import METHODS, GroupResult, pooled_probs
 
 VARIANT_LABELS = {"single": "single token", "multi": "multi-token window", "full": "whole prompt (all tokens)"}
 LABELS = {"oracle": "trained oracle", "untrained": "untrained oracle", "no_injection": "no injection",
@@ -137,6 +138,9 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
     payload = {"meta": meta or {}, "summary": summary, "groups": [r.to_dict() for r in results]}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
     plot_accuracy(results, out / "accuracy.png")
+    curves = {LABELS[m]: pooled_probs(results, m) for m in summary.get("ece", {})}
+    if curves:
+        plot_reliability(curves, out / "reliability.png")
     loss_png = plot_losses(read_metrics(Path(metrics_path)), out / "loss.png") if metrics_path else None
 
     lines = [f"# {title}", ""]
@@ -165,6 +169,12 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
                      else f"- {LABELS[m]}: over all groups {a:.3f}" if a is not None else f"- {LABELS[m]}: –")
     if "bar" in summary:
         lines += ["", *bar_markdown(summary)]
+    if summary.get("ece"):
+        lines += ["", "## Calibration", "",
+                  "Expected calibration error of the forced-choice P(Yes) over all groups (10 confidence bins; "
+                  "0 = the confidence is the accuracy): " + ", ".join(
+                      f"{LABELS[m]} {e:.3f}" for m, e in summary["ece"].items()) + ".", "",
+                  "![reliability](reliability.png)"]
     lines += ["", "![accuracy](accuracy.png)"]
     if loss_png:
         lines += ["", "![training loss](loss.png)"]
