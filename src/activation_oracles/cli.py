@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from .cliargs import parse_ints, parse_positions
 from .data.cli import app as data_app
 from .eval.cli import register as register_eval
 from .train.cli import register as register_train
@@ -36,33 +37,6 @@ def demo(
     from .demo import run_demo
 
     run_demo(out, preset=preset, max_steps=max_steps, data_scale=data_scale, max_per_group=max_per_group)
-
-
-def parse_positions(text: str):
-    """'all' | 'last' | N | A:B (Python slice, negatives from the end) | N,M,..."""
-    text = text.strip()
-    if text in ("all", "last"):
-        return text
-    try:
-        if ":" in text:
-            parts = [int(p) if p else None for p in text.split(":")]
-            if len(parts) > 3:
-                raise ValueError
-            return slice(*parts)
-        if "," in text:
-            return [int(p) for p in text.split(",") if p]
-        return int(text)
-    except ValueError:
-        raise typer.BadParameter(f"--positions {text!r}: use all, last, N, A:B or N,M,...") from None
-
-
-def parse_ints(text: str | None, flag: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"{flag} {text!r}: give comma-separated integers, e.g. 7,15,22") from None
 
 
 @app.command()

@@ -67,7 +67,7 @@ def view_command(
     self-contained HTML page, one tab per question."""
     from transformers.utils import logging as hf_logging
 
-    from ..cli import parse_ints
+    from ..cliargs import parse_ints
     from ..oracle import Oracle
     from ..registry import resolve_adapter
     from . import KINDS, serve_page, serve_until_stopped, write_view
