@@ -9,11 +9,13 @@ from pathlib import Path
 import typer
 
 from .audit.cli import register as register_audit
+from .cliargs import parse_ints
 from .data.cli import app as data_app
 from .eval.cli import register as register_eval
 from .oracle import parse_positions  # noqa: F401  (re-exported: `ao ask --positions`)
 from .plan import register as register_plan
 from .train.cli import register as register_train
+from .view.cli import register as register_view
 
 app = typer.Typer(
     help="Activation Oracles: train, evaluate and query LLMs that read activations.",
@@ -25,6 +27,7 @@ register_train(app)
 register_eval(app)
 register_plan(app)
 register_audit(app)
+register_view(app)
 
 
 @app.command()
@@ -39,15 +42,6 @@ def demo(
     from .demo import run_demo
 
     run_demo(out, preset=preset, max_steps=max_steps, data_scale=data_scale, max_per_group=max_per_group)
-
-
-def parse_ints(text: str | None, flag: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"{flag} {text!r}: give comma-separated integers, e.g. 7,15,22") from None
 
 
 @app.command()

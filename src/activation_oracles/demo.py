@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .fsutil import atomic_directory
+from .fsutil import atomic_directory, atomic_write_text
 
 PRESET = "cpu-smollm2"
 
@@ -124,7 +124,7 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
     print_summary(results, summary, samples, out, asked)
     summary["wall_seconds"] = round(time.time() - t0, 1)
     summary["handwritten"] = asked
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

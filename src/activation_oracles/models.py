@@ -74,7 +74,7 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     return target
 
 
-def _looks_like_hub_id(spec: str) -> bool:
+def looks_like_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and " " not in spec
 
@@ -92,7 +92,7 @@ def resolve_spec(spec: str) -> tuple[str, str | None]:
         if not (p / "config.json").exists():
             raise ValueError(f"spec={spec!r}: directory has no config.json (expected a save_pretrained folder)")
         return str(p), None
-    if _looks_like_hub_id(spec):
+    if looks_like_hub_id(spec):
         return spec, None
     known = ", ".join(sorted(EMBEDDED_MODELS))
     raise ValueError(
@@ -107,7 +107,7 @@ SHIPPED_CONFIGS = Path(__file__).resolve().parent / "builtin" / "model_configs"
 def shipped_config(spec: str) -> Path | None:
     """A config.json shipped with the package for a hub id (the paper presets' models), or None."""
     p = SHIPPED_CONFIGS / (spec.replace("/", "--") + ".json")
-    return p if _looks_like_hub_id(spec) and p.is_file() else None
+    return p if looks_like_hub_id(spec) and p.is_file() else None
 
 
 def model_config(spec: str, *, revision: str | None = None, trust_remote_code: bool = False):

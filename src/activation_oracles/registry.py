@@ -14,6 +14,7 @@ two listings agreeing on every id, but were not checked against the hub itself (
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 COLLECTION = "https://huggingface.co/collections/adamkarvonen/activation-oracles"
 
@@ -72,6 +73,19 @@ def find_published(base: str) -> PublishedOracle:
                      f"(`ao oracles` lists them). Pass adapter=PATH_OR_HUB_ID for another adapter.")
 
 
-def resolve_adapter(base: str, adapter: str | None) -> str | None:
-    """`adapter`, with "published" replaced by the published oracle's hub id for `base`."""
-    return find_published(base).adapter if adapter == "published" else adapter
+def resolve_adapter(base: str, adapter: str | None, name: str = "adapter") -> str | None:
+    """`adapter`, with "published" replaced by the published oracle's hub id for `base`; a path that is
+    not a LoRA directory (and not a hub id either) is refused here, naming the argument `name`."""
+    if adapter == "published":
+        return find_published(base).adapter
+    if adapter is not None:
+        from .models import looks_like_hub_id
+
+        p = Path(adapter).expanduser()
+        if p.is_dir() and not (p / "adapter_config.json").is_file():
+            raise ValueError(f"{name} {adapter!r}: the directory has no adapter_config.json (expected a LoRA "
+                             "adapter saved by peft, e.g. runs/NAME/adapter)")
+        if not p.exists() and not looks_like_hub_id(adapter):
+            raise ValueError(f"{name} {adapter!r}: no such adapter directory, and not a hub id (owner/name) "
+                             "either; give a LoRA adapter directory, a hub id or 'published'")
+    return adapter

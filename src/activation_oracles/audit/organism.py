@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..models import EMBEDDED_MODELS, _looks_like_hub_id
+from ..models import EMBEDDED_MODELS, looks_like_hub_id
 from ..prompt import chat_ids
 
 ORGANISM_JSON = "organism.json"
@@ -43,7 +43,7 @@ class Organism:
 
 def resolve_repo(spec: str, mirror: str | Path | None) -> str:
     """A hub id mapped into the local mirror when the mirror holds it; anything else unchanged."""
-    if mirror is not None and _looks_like_hub_id(spec) and not Path(spec).exists():
+    if mirror is not None and looks_like_hub_id(spec) and not Path(spec).exists():
         local = Path(mirror).expanduser() / spec
         if local.is_dir():
             return str(local)
@@ -86,9 +86,9 @@ def load_organism(spec: str, *, mirror=None, kind=None, base_model=None, secret=
         if not (p / "adapter_config.json").is_file():
             raise AuditError(f"--organism {spec}: no adapter_config.json (not a PEFT adapter directory)")
         return Organism(str(p), kind, base_model, dict(secret), {}, name)
-    if _looks_like_hub_id(spec) and secret is not None:
+    if looks_like_hub_id(spec) and secret is not None:
         return Organism(where, kind, base_model, dict(secret), {}, name)
-    if _looks_like_hub_id(spec):
+    if looks_like_hub_id(spec):
         raise AuditError(f"--organism {spec}: a hub id carries no {ORGANISM_JSON}; use --preset NAME (which knows "
                          "the published organisms' secrets) or build one locally")
     raise AuditError(f"--organism {spec}: no such directory")

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from ..fsutil import atomic_write_text
 from .classification import evaluate_classification, summarize
 from .report import write_report
 from .samples import sample_answers, samples_markdown
@@ -75,5 +76,5 @@ def run_eval(oracle, data, out_dir, *, tasks=None, max_per_group: int | None = 2
     meta["eval_seconds"] = round(time.time() - t0, 1)
     extra = "\n\n".join(x for x in (extra_md, samples_markdown(shown) if shown else "") if x)
     report = write_report(out_dir, results, summary, title=title, metrics_path=metrics_path, extra_md=extra, meta=meta)
-    (Path(out_dir) / "samples.json").write_text(json.dumps([s.to_dict() for s in shown], indent=2, ensure_ascii=False))
+    atomic_write_text(Path(out_dir) / "samples.json", json.dumps([s.to_dict() for s in shown], indent=2, ensure_ascii=False))
     return results, summary, shown, report
