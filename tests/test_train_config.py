@@ -29,7 +29,7 @@ def test_presets_ship_and_paper_values():
     # every class is asked (issue 10); the curriculum only starts with one class per task
     assert not mix.classification.ask_classes and cpu.data.curriculum[0]["where"]["task"] == ["classification"]
     assert mix.classification.variant_weights == {"single": 1, "multi": 1, "full": 1}  # the preset's, not the default
-    assert mix.classification.multi.max_window == 30 and mix.classification.yes_no_prefix == 0.5
+    assert mix.classification.multi.max_window == 50 and mix.classification.yes_no_prefix == 0.5
     with pytest.raises(ConfigError, match="data.builtin_mixture"):
         builtin_mixture_config(load_config("cpu-smollm2", {"data.builtin_mixture": "{classification: {nope: 1}}"}))
 
