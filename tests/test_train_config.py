@@ -57,6 +57,12 @@ def test_overrides_and_yaml_file(tmp_path):
     ("cpu-smollm2", {"data.curriculum": "[{steps: 0, where: {variant: [multi]}}]"}, "data.curriculum[0].steps"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: multi}}]"}, "data.curriculum[0].where.variant"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {}}]"}, "data.curriculum[0].where"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: {share: 1.0, where: {label: [x]}}}]"},
+     "data.curriculum[0].mix.share"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: {share: 0.5}}]"}, "data.curriculum[0].mix"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: {share: 0.5, where: {label: x}}}]"},
+     "data.curriculum[0].mix.where.label"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, ramp: 3}]"}, "data.curriculum[0]"),
     ("no-such-preset", {}, "config"),
 ])
 def test_bad_values_name_the_field(source, overrides, field):
@@ -157,3 +163,29 @@ def test_curriculum_rows_match_columns_and_name_bad_filters():
         curriculum_rows(ds, keep, [{"steps": 1, "where": {"kind": ["x"]}}], 2)
     with pytest.raises(ConfigError, match=r"data.curriculum\[0\].where: matches 4 training rows.*batch of 8"):
         curriculum_rows(ds, keep, [{"steps": 1, "where": {"variant": ["multi"], "task": ["classification"]}}], 8)
+
+
+def test_curriculum_mix_keeps_the_share_and_names_useless_mixes():
+    import datasets
+    import numpy as np
+
+    from activation_oracles.train.dataset import curriculum_rows
+
+    # 30 rows asking "positive" (label p), 10 asking "negative" (label n), 20 of another task
+    ds = datasets.Dataset.from_dict({"task": ["classification"] * 40 + ["spqa"] * 20,
+                                     "label": ["p"] * 30 + ["n"] * 10 + [""] * 20})
+    keep = np.arange(60)
+    where = {"task": ["classification"]}
+    for share, want_p, want_n in ((0.85, 30, 5), (0.6, 15, 10), (0.75, 30, 10)):
+        (_, rows), = curriculum_rows(ds, keep, [{"steps": 3, "where": where, "mix": {"share": share, "where": {"label": ["p"]}}}], 2)
+        labels = np.asarray(ds["label"])[keep[rows]]
+        assert ((labels == "p").sum(), (labels == "n").sum()) == (want_p, want_n)
+        assert len(set(rows.tolist())) == len(rows) and (np.diff(rows) > 0).all()
+    # the same seed gives the same rows; the stage's rows never leave its filter
+    a = curriculum_rows(ds, keep, [{"steps": 3, "where": where, "mix": {"share": 0.9, "where": {"label": ["n"]}}}], 2, seed=4)
+    b = curriculum_rows(ds, keep, [{"steps": 3, "where": where, "mix": {"share": 0.9, "where": {"label": ["n"]}}}], 2, seed=4)
+    assert (a[0][1] == b[0][1]).all() and set(keep[a[0][1]].tolist()) <= set(range(40))
+    with pytest.raises(ConfigError, match=r"data.curriculum\[0\].mix.where.*matches all"):
+        curriculum_rows(ds, keep, [{"steps": 1, "where": {"label": ["p"]}, "mix": {"share": 0.5, "where": {"task": ["classification"]}}}], 2)
+    with pytest.raises(ConfigError, match=r"data.curriculum\[0\].mix.where.kind.*no column 'kind'"):
+        curriculum_rows(ds, keep, [{"steps": 1, "where": where, "mix": {"share": 0.5, "where": {"kind": ["x"]}}}], 2)

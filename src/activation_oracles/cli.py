@@ -36,7 +36,7 @@ def demo(
     preset: str = typer.Option("cpu-smollm2", "--preset", help="Training preset."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override the preset's step count."),
     data_scale: float | None = typer.Option(None, "--data-scale", help="Scale the built-in mixture's counts."),
-    max_per_group: int = typer.Option(100, "--max-per-group", help="Held-out questions per task and variant."),
+    max_per_group: int = typer.Option(60, "--max-per-group", help="Held-out questions per task and variant."),
 ):
     """Build the offline mixture, train an oracle on CPU, evaluate it against three baselines."""
     from .demo import run_demo

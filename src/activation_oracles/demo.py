@@ -73,7 +73,7 @@ def train_or_resume(preset: str, data_dir: Path, run_dir: Path, overrides: dict)
 
 
 def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str = "smollm2-135m",
-             max_steps: int | None = None, data_scale: float | None = None, max_per_group: int = 100,
+             max_steps: int | None = None, data_scale: float | None = None, max_per_group: int = 60,
              overrides: dict | None = None, tasks: list[str] | None = None,
              heldout_tasks: list[str] | None = None) -> dict:
     """`tasks`: trained tasks to evaluate (default all), `heldout_tasks`: tasks never trained on (default the

@@ -229,22 +229,32 @@ def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _validate_where(where, name: str) -> None:
+    if not isinstance(where, dict) or not where:
+        raise ConfigError(name, f"must map data columns to lists of values, got {where!r}")
+    for col, vals in where.items():
+        if not isinstance(col, str) or not isinstance(vals, list) or not vals:
+            raise ConfigError(f"{name}.{col}", f"must be a non-empty list of values, got {vals!r}")
+
+
 def _validate_curriculum(stages) -> None:
     if not isinstance(stages, list):
         raise ConfigError("data.curriculum", f"must be a list of stages {{steps: N, where: {{column: [values]}}}}, "
                                              f"got {stages!r}")
     for i, st in enumerate(stages):
         name = f"data.curriculum[{i}]"
-        if not isinstance(st, dict) or set(st) != {"steps", "where"}:
-            raise ConfigError(name, f"must be a mapping with exactly the keys steps and where, got {st!r}")
+        if not isinstance(st, dict) or not {"steps", "where"} <= set(st) or not set(st) <= {"steps", "where", "mix"}:
+            raise ConfigError(name, f"must be a mapping with the keys steps and where (and optionally mix), got {st!r}")
         if not _int(st["steps"]) or st["steps"] < 1:
             raise ConfigError(f"{name}.steps", f"must be a positive integer, got {st['steps']!r}")
-        where = st["where"]
-        if not isinstance(where, dict) or not where:
-            raise ConfigError(f"{name}.where", f"must map data columns to lists of values, got {where!r}")
-        for col, vals in where.items():
-            if not isinstance(col, str) or not isinstance(vals, list) or not vals:
-                raise ConfigError(f"{name}.where.{col}", f"must be a non-empty list of values, got {vals!r}")
+        _validate_where(st["where"], f"{name}.where")
+        if "mix" in st:
+            mix = st["mix"]
+            if not isinstance(mix, dict) or set(mix) != {"share", "where"}:
+                raise ConfigError(f"{name}.mix", f"must be {{share: 0 < p < 1, where: {{column: [values]}}}}, got {mix!r}")
+            if not _num(mix["share"]) or not 0 < mix["share"] < 1:
+                raise ConfigError(f"{name}.mix.share", f"must be a number strictly between 0 and 1, got {mix['share']!r}")
+            _validate_where(mix["where"], f"{name}.mix.where")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

@@ -190,20 +190,49 @@ def weighted_subset(tasks: np.ndarray, keep: np.ndarray, weights: dict[str, floa
     return np.sort(np.concatenate(picked))
 
 
-def curriculum_rows(ds, keep: np.ndarray, curriculum: list[dict], batch_size: int) -> list[tuple[int, np.ndarray]]:
-    """Per data.curriculum stage: its step count and the indices into `keep` of the rows it matches."""
+def _matches(ds, keep: np.ndarray, where: dict, field: str) -> np.ndarray:
+    """Boolean mask over `keep`: the rows whose columns take one of the listed values, for every column."""
+    hit = np.ones(len(keep), dtype=bool)
+    for col, vals in where.items():
+        if col not in ds.column_names:
+            raise ConfigError(f"{field}.{col}", f"the data has no column {col!r}; it has {sorted(ds.column_names)}")
+        # Arrow compute: a million rows must not become a million Python strings
+        column = pc.cast(ds.data.column(col), pa.string())
+        match = pc.is_in(column, value_set=pa.array([str(v) for v in vals])).to_numpy(zero_copy_only=False)
+        hit &= match[keep]
+    return hit
+
+
+def _mixed(rows: np.ndarray, inside: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """The largest subset of `rows` in which the rows flagged `inside` make up `share`: the side in excess
+    is subsampled at random (seeded), the other kept whole."""
+    a, b = rows[inside], rows[~inside]
+    if len(a) == 0 or len(b) == 0:
+        return rows
+    rng = np.random.default_rng(seed)
+    if len(a) / len(rows) > share:
+        a = rng.choice(a, size=max(1, int(round(len(b) * share / (1 - share)))), replace=False)
+    else:
+        b = rng.choice(b, size=max(1, int(round(len(a) * (1 - share) / share))), replace=False)
+    return np.sort(np.concatenate([a, b]))
+
+
+def curriculum_rows(ds, keep: np.ndarray, curriculum: list[dict], batch_size: int,
+                    seed: int = 0) -> list[tuple[int, np.ndarray]]:
+    """Per data.curriculum stage: its step count and the indices into `keep` of the rows it matches. A stage
+    with `mix: {share: p, where: {...}}` keeps its matching rows in the proportion p (those that also match
+    mix.where) to 1 - p (those that do not), e.g. a gradual move from one class asked to every class."""
     stages = []
     for i, st in enumerate(curriculum):
-        hit = np.ones(len(keep), dtype=bool)
-        for col, vals in st["where"].items():
-            if col not in ds.column_names:
-                raise ConfigError(f"data.curriculum[{i}].where.{col}", f"the data has no column {col!r}; "
-                                                                       f"it has {sorted(ds.column_names)}")
-            # Arrow compute: a million rows must not become a million Python strings
-            column = pc.cast(ds.data.column(col), pa.string())
-            match = pc.is_in(column, value_set=pa.array([str(v) for v in vals])).to_numpy(zero_copy_only=False)
-            hit &= match[keep]
+        hit = _matches(ds, keep, st["where"], f"data.curriculum[{i}].where")
         rows = np.flatnonzero(hit)
+        if "mix" in st and len(rows):
+            inside = _matches(ds, keep, st["mix"]["where"], f"data.curriculum[{i}].mix.where")[rows]
+            if inside.all() or not inside.any():
+                raise ConfigError(f"data.curriculum[{i}].mix.where", f"matches {'all' if inside.any() else 'none'} "
+                                                                     "of the stage's rows, so there is nothing to mix; "
+                                                                     "name values that only some rows have")
+            rows = _mixed(rows, inside, float(st["mix"]["share"]), seed + 1 + i)
         if len(rows) < batch_size:
             raise ConfigError(f"data.curriculum[{i}].where", f"matches {len(rows)} training rows, fewer than one "
                                                              f"batch of {batch_size}; widen the filter")
@@ -247,6 +276,6 @@ def open_train_data(cfg: TrainConfig, path: Path) -> TrainData:
             "train.batch_size",
             f"{cfg.train.batch_size} is larger than the {len(keep)} usable training examples in {path}",
         )
-    stages = curriculum_rows(ds, keep, cfg.data.curriculum, cfg.train.batch_size)
+    stages = curriculum_rows(ds, keep, cfg.data.curriculum, cfg.train.batch_size, seed=cfg.train.seed)
     return TrainData(ds=ds, rows=keep, lengths=lengths[keep], label_counts=counts[keep], dropped=n - len(keep),
                      stages=stages)
