@@ -58,7 +58,13 @@ def test_overrides_and_yaml_file(tmp_path):
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: multi}}]"}, "data.curriculum[0].where.variant"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {}}]"}, "data.curriculum[0].where"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: {share: 1.0, where: {label: [x]}}}]"},
+     "data.curriculum[0].mix"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: {share: 0, where: {label: [x]}}}]"},
      "data.curriculum[0].mix.share"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: [{share: 0.7, where: {label: [x]}}, "
+                                        "{share: 0.4, where: {label: [y]}}]}]"}, "data.curriculum[0].mix"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: [{share: 0.7, where: {label: [x]}}, "
+                                        "{share: 0.3, where: {label: y}}]}]"}, "data.curriculum[0].mix[1].where.label"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: {share: 0.5}}]"}, "data.curriculum[0].mix"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: {share: 0.5, where: {label: x}}}]"},
      "data.curriculum[0].mix.where.label"),
@@ -185,7 +191,22 @@ def test_curriculum_mix_keeps_the_share_and_names_useless_mixes():
     a = curriculum_rows(ds, keep, [{"steps": 3, "where": where, "mix": {"share": 0.9, "where": {"label": ["n"]}}}], 2, seed=4)
     b = curriculum_rows(ds, keep, [{"steps": 3, "where": where, "mix": {"share": 0.9, "where": {"label": ["n"]}}}], 2, seed=4)
     assert (a[0][1] == b[0][1]).all() and set(keep[a[0][1]].tolist()) <= set(range(40))
-    with pytest.raises(ConfigError, match=r"data.curriculum\[0\].mix.where.*matches all"):
+    with pytest.raises(ConfigError, match=r"data.curriculum\[0\].mix: every row of the stage matches"):
         curriculum_rows(ds, keep, [{"steps": 1, "where": {"label": ["p"]}, "mix": {"share": 0.5, "where": {"task": ["classification"]}}}], 2)
+    with pytest.raises(ConfigError, match=r"data.curriculum\[0\].mix\[1\].where: matches none"):
+        curriculum_rows(ds, keep, [{"steps": 1, "where": where, "mix": [{"share": 0.5, "where": {"label": ["p"]}},
+                                                                        {"share": 0.5, "where": {"label": ["zzz"]}}]}], 2)
+    # buckets: a row goes to the first it matches; shares adding up to 1 drop the rows no bucket matches
+    (_, rows), = curriculum_rows(ds, keep, [{"steps": 3, "where": {"task": ["classification", "spqa"]},
+                                             "mix": [{"share": 0.5, "where": {"label": ["p"]}},
+                                                     {"share": 0.25, "where": {"task": ["classification"]}},
+                                                     {"share": 0.25, "where": {"task": ["spqa"]}}]}], 2)
+    labels = np.asarray(ds["label"])[keep[rows]]
+    assert ((labels == "p").sum(), (labels == "n").sum(), (labels == "").sum()) == (20, 10, 10)
+    (_, rows), = curriculum_rows(ds, keep, [{"steps": 3, "where": {"task": ["classification", "spqa"]},
+                                             "mix": [{"share": 0.6, "where": {"label": ["p"]}},
+                                                     {"share": 0.2, "where": {"label": ["n"]}}]}], 2)
+    labels = np.asarray(ds["label"])[keep[rows]]
+    assert ((labels == "p").sum(), (labels == "n").sum(), (labels == "").sum()) == (30, 10, 10)
     with pytest.raises(ConfigError, match=r"data.curriculum\[0\].mix.where.kind.*no column 'kind'"):
         curriculum_rows(ds, keep, [{"steps": 1, "where": where, "mix": {"share": 0.5, "where": {"kind": ["x"]}}}], 2)

@@ -249,12 +249,24 @@ def _validate_curriculum(stages) -> None:
             raise ConfigError(f"{name}.steps", f"must be a positive integer, got {st['steps']!r}")
         _validate_where(st["where"], f"{name}.where")
         if "mix" in st:
-            mix = st["mix"]
-            if not isinstance(mix, dict) or set(mix) != {"share", "where"}:
-                raise ConfigError(f"{name}.mix", f"must be {{share: 0 < p < 1, where: {{column: [values]}}}}, got {mix!r}")
-            if not _num(mix["share"]) or not 0 < mix["share"] < 1:
-                raise ConfigError(f"{name}.mix.share", f"must be a number strictly between 0 and 1, got {mix['share']!r}")
-            _validate_where(mix["where"], f"{name}.mix.where")
+            _validate_mix(st["mix"], f"{name}.mix")
+
+
+def _validate_mix(mix, name: str) -> None:
+    """{share: p, where: {...}} or a non-empty list of them whose shares add up to at most 1."""
+    buckets = mix if isinstance(mix, list) and mix else [mix]
+    for k, bk in enumerate(buckets):
+        bname = f"{name}[{k}]" if isinstance(mix, list) else name
+        if not isinstance(bk, dict) or set(bk) != {"share", "where"}:
+            raise ConfigError(bname, f"must be {{share: 0 < p <= 1, where: {{column: [values]}}}} (or a list of "
+                                     f"them), got {bk!r}")
+        if not _num(bk["share"]) or not 0 < bk["share"] <= 1:
+            raise ConfigError(f"{bname}.share", f"must be a number in (0, 1], got {bk['share']!r}")
+        _validate_where(bk["where"], f"{bname}.where")
+    total = sum(bk["share"] for bk in buckets)
+    if total > 1 + 1e-9 or (not isinstance(mix, list) and total >= 1):
+        raise ConfigError(name, f"the shares add up to {total:g}; they must leave room for the other rows "
+                                "(below 1 for one bucket, at most 1 for a list)")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

@@ -177,17 +177,14 @@ def open_split(path: Path, split: str, field: str):
 def weighted_subset(tasks: np.ndarray, keep: np.ndarray, weights: dict[str, float], seed: int) -> np.ndarray:
     """The largest subset of `keep` whose task shares follow `weights`, each task's rows drawn at random
     (seeded); tasks weighted 0 or not named are dropped, weighted tasks the data lacks are ignored."""
-    present = {t: keep[tasks[keep] == t] for t in np.unique(tasks[keep])}
-    share = {t: w for t, w in weights.items() if w > 0 and t in present}
+    names = list(np.unique(tasks[keep]))
+    share = {t: w for t, w in weights.items() if w > 0 and t in names}
     if not share:
         raise ConfigError("data.task_weights", f"none of the weighted tasks {sorted(weights)} has training rows; "
-                                               f"the data has {sorted(present)}")
+                                               f"the data has {sorted(names)}")
     total = sum(share.values())
-    share = {t: w / total for t, w in share.items()}
-    scale = min(len(present[t]) / s for t, s in share.items())
-    rng = np.random.default_rng(seed)
-    picked = [rng.choice(present[t], size=max(1, int(round(scale * s))), replace=False) for t, s in share.items()]
-    return np.sort(np.concatenate(picked))
+    bucket = np.searchsorted(np.asarray(names), tasks[keep])
+    return _stratified(keep, bucket, [share.get(t, 0) / total for t in names], seed)
 
 
 def _matches(ds, keep: np.ndarray, where: dict, field: str) -> np.ndarray:
@@ -203,36 +200,55 @@ def _matches(ds, keep: np.ndarray, where: dict, field: str) -> np.ndarray:
     return hit
 
 
-def _mixed(rows: np.ndarray, inside: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """The largest subset of `rows` in which the rows flagged `inside` make up `share`: the side in excess
-    is subsampled at random (seeded), the other kept whole."""
-    a, b = rows[inside], rows[~inside]
-    if len(a) == 0 or len(b) == 0:
-        return rows
+def _buckets(mix) -> list[dict]:
+    """data.curriculum[i].mix as a list of {share, where} buckets; the single-mapping form is one bucket."""
+    return [mix] if isinstance(mix, dict) else list(mix)
+
+
+def _stratified(rows: np.ndarray, bucket: np.ndarray, shares: list[float], seed: int) -> np.ndarray:
+    """The largest subset of `rows` in which bucket k (rows with bucket == k) makes up shares[k]; each
+    bucket's rows are drawn at random (seeded); rows of a bucket with share 0 are dropped."""
     rng = np.random.default_rng(seed)
-    if len(a) / len(rows) > share:
-        a = rng.choice(a, size=max(1, int(round(len(b) * share / (1 - share)))), replace=False)
-    else:
-        b = rng.choice(b, size=max(1, int(round(len(a) * (1 - share) / share))), replace=False)
-    return np.sort(np.concatenate([a, b]))
+    parts = [rows[bucket == k] for k in range(len(shares))]
+    scale = min(len(part) / sh for part, sh in zip(parts, shares) if sh > 0)
+    picked = []
+    for part, sh in zip(parts, shares):
+        n = min(len(part), max(1, int(round(scale * sh)))) if sh > 0 else 0
+        picked.append(part if n == len(part) else rng.choice(part, size=n, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def _mix_rows(ds, keep: np.ndarray, rows: np.ndarray, mix, seed: int, field: str) -> np.ndarray:
+    """The stage's rows resampled to the shares of its mix buckets (see curriculum_rows)."""
+    buckets = _buckets(mix)
+    names = [f"{field}[{k}]" if isinstance(mix, list) else field for k in range(len(buckets))]
+    bucket = np.full(len(rows), len(buckets), dtype=np.int64)  # the rest: rows no bucket matches
+    for k in reversed(range(len(buckets))):  # a row belongs to the first bucket it matches
+        bucket[_matches(ds, keep, buckets[k]["where"], f"{names[k]}.where")[rows]] = k
+    shares = [float(bk["share"]) for bk in buckets]
+    shares.append(max(0.0, 1.0 - sum(shares)))
+    for k, sh in enumerate(shares):
+        if sh > 0 and not (bucket == k).any():
+            if k < len(buckets):
+                raise ConfigError(f"{names[k]}.where", f"matches none of the stage's rows, so its share {sh:g} "
+                                                       "cannot be met; name values some of the stage's rows have")
+            raise ConfigError(field, f"every row of the stage matches a bucket, so the rest's share {sh:g} "
+                                     "cannot be met; widen the stage's where or let the shares add up to 1")
+    return _stratified(rows, bucket, shares, seed)
 
 
 def curriculum_rows(ds, keep: np.ndarray, curriculum: list[dict], batch_size: int,
                     seed: int = 0) -> list[tuple[int, np.ndarray]]:
     """Per data.curriculum stage: its step count and the indices into `keep` of the rows it matches. A stage
-    with `mix: {share: p, where: {...}}` keeps its matching rows in the proportion p (those that also match
-    mix.where) to 1 - p (those that do not), e.g. a gradual move from one class asked to every class."""
+    with `mix: {share: p, where: {...}}` keeps its rows matching mix.where in the proportion p to 1 - p for
+    the others (e.g. a gradual move from one class asked to every class); `mix: [{share, where}, ...]` sets
+    the share of each bucket (a row belongs to the first it matches; the rows no bucket matches get 1 - the
+    sum of the shares)."""
     stages = []
     for i, st in enumerate(curriculum):
-        hit = _matches(ds, keep, st["where"], f"data.curriculum[{i}].where")
-        rows = np.flatnonzero(hit)
+        rows = np.flatnonzero(_matches(ds, keep, st["where"], f"data.curriculum[{i}].where"))
         if "mix" in st and len(rows):
-            inside = _matches(ds, keep, st["mix"]["where"], f"data.curriculum[{i}].mix.where")[rows]
-            if inside.all() or not inside.any():
-                raise ConfigError(f"data.curriculum[{i}].mix.where", f"matches {'all' if inside.any() else 'none'} "
-                                                                     "of the stage's rows, so there is nothing to mix; "
-                                                                     "name values that only some rows have")
-            rows = _mixed(rows, inside, float(st["mix"]["share"]), seed + 1 + i)
+            rows = _mix_rows(ds, keep, rows, st["mix"], seed + 1 + i, f"data.curriculum[{i}].mix")
         if len(rows) < batch_size:
             raise ConfigError(f"data.curriculum[{i}].where", f"matches {len(rows)} training rows, fewer than one "
                                                              f"batch of {batch_size}; widen the filter")
