@@ -66,6 +66,7 @@ def test_overrides_and_yaml_file(tmp_path):
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: [{share: 0.7, where: {label: [x]}}, "
                                         "{share: 0.3, where: {label: y}}]}]"}, "data.curriculum[0].mix[1].where.label"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: {share: 0.5}}]"}, "data.curriculum[0].mix"),
+    ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: []}]"}, "data.curriculum[0].mix"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, mix: {share: 0.5, where: {label: x}}}]"},
      "data.curriculum[0].mix.where.label"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: [multi]}, ramp: 3}]"}, "data.curriculum[0]"),
@@ -203,6 +204,12 @@ def test_curriculum_mix_keeps_the_share_and_names_useless_mixes():
                                                      {"share": 0.25, "where": {"task": ["spqa"]}}]}], 2)
     labels = np.asarray(ds["label"])[keep[rows]]
     assert ((labels == "p").sum(), (labels == "n").sum(), (labels == "").sum()) == (20, 10, 10)
+    (_, rows), = curriculum_rows(ds, keep, [{"steps": 3, "where": {"task": ["classification", "spqa"]},
+                                             "mix": [{"share": 0.06, "where": {"label": ["p"]}},
+                                                     {"share": 0.57, "where": {"label": ["n"]}},
+                                                     {"share": 0.37, "where": {"task": ["spqa"]}}]}], 2)
+    # a rounding short of 1 (0.9999999999999999): the rest's share is 0, not an error
+    assert sum([0.06, 0.57, 0.37]) < 1 and len(rows) == 17
     (_, rows), = curriculum_rows(ds, keep, [{"steps": 3, "where": {"task": ["classification", "spqa"]},
                                              "mix": [{"share": 0.6, "where": {"label": ["p"]}},
                                                      {"share": 0.2, "where": {"label": ["n"]}}]}], 2)

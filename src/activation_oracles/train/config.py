@@ -254,7 +254,9 @@ def _validate_curriculum(stages) -> None:
 
 def _validate_mix(mix, name: str) -> None:
     """{share: p, where: {...}} or a non-empty list of them whose shares add up to at most 1."""
-    buckets = mix if isinstance(mix, list) and mix else [mix]
+    if isinstance(mix, list) and not mix:
+        raise ConfigError(name, "is an empty list; give {share: p, where: {column: [values]}} or a list of them")
+    buckets = mix if isinstance(mix, list) else [mix]
     for k, bk in enumerate(buckets):
         bname = f"{name}[{k}]" if isinstance(mix, list) else name
         if not isinstance(bk, dict) or set(bk) != {"share", "where"}:

@@ -226,7 +226,8 @@ def _mix_rows(ds, keep: np.ndarray, rows: np.ndarray, mix, seed: int, field: str
     for k in reversed(range(len(buckets))):  # a row belongs to the first bucket it matches
         bucket[_matches(ds, keep, buckets[k]["where"], f"{names[k]}.where")[rows]] = k
     shares = [float(bk["share"]) for bk in buckets]
-    shares.append(max(0.0, 1.0 - sum(shares)))
+    rest = 1.0 - sum(shares)
+    shares.append(rest if rest > 1e-9 else 0.0)  # shares written to add up to 1 may miss it by a rounding
     for k, sh in enumerate(shares):
         if sh > 0 and not (bucket == k).any():
             if k < len(buckets):
