@@ -9,7 +9,7 @@ from activation_oracles.train import ConfigError, list_presets, load_config
 
 
 def test_presets_ship_and_paper_values():
-    assert {"paper-qwen3-8b", "paper-gemma2-9b", "paper-llama3.3-70b", "cpu-smollm2"} <= set(list_presets())
+    assert {"paper-qwen3-8b", "paper-gemma2-9b", "paper-llama3.3-70b", "cpu-smollm2", "cpu-smollm2-long"} <= set(list_presets())
     cfg = load_config("paper-qwen3-8b")
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules) == (64, 128, 0.05, "all-linear")
     assert cfg.optim.lr == 1e-5 and cfg.optim.warmup_ratio == 0.1 and cfg.optim.schedule == "linear"
@@ -32,6 +32,18 @@ def test_presets_ship_and_paper_values():
     assert mix.classification.multi.max_window == 50 and mix.classification.yes_no_prefix == 0.5
     with pytest.raises(ConfigError, match="data.builtin_mixture"):
         builtin_mixture_config(load_config("cpu-smollm2", {"data.builtin_mixture": "{classification: {nope: 1}}"}))
+
+
+def test_cpu_long_preset_is_the_demo_recipe_with_a_slower_move_to_every_class():
+    short, long = load_config("cpu-smollm2"), load_config("cpu-smollm2-long")
+    assert long.data.builtin_mixture == short.data.builtin_mixture and long.data.task_weights == short.data.task_weights
+    assert (long.lora, long.optim) == (short.lora, short.optim) and long.train.max_steps == 600
+    other = []  # share of the yes/no questions that ask about another class than the first stage's
+    for st in long.data.curriculum[1:]:
+        first, rest = st["mix"][0]["share"], st["mix"][1]["share"]
+        other.append(round(rest / (first + rest), 3))
+    assert other == sorted(other) and other[0] > 0 and other[-1] == 0.5
+    assert sum(st["steps"] for st in long.data.curriculum) < long.train.max_steps  # the whole mix comes last
 
 
 def test_overrides_and_yaml_file(tmp_path):
