@@ -190,10 +190,11 @@ def test_curriculum_mix_keeps_the_share_and_names_useless_mixes():
 
     from activation_oracles.train.dataset import curriculum_rows
 
-    # 30 rows asking "positive" (label p), 10 asking "negative" (label n), 20 of another task
-    ds = datasets.Dataset.from_dict({"task": ["classification"] * 40 + ["spqa"] * 20,
-                                     "label": ["p"] * 30 + ["n"] * 10 + [""] * 20})
-    keep = np.arange(60)
+    # 5 rows the length filter dropped (not in keep: a stage must never see them), then 30 rows asking
+    # "positive" (label p), 10 asking "negative" (label n), 20 of another task
+    ds = datasets.Dataset.from_dict({"task": ["classification"] * 45 + ["spqa"] * 20,
+                                     "label": ["p"] * 35 + ["n"] * 10 + [""] * 20})
+    keep = np.arange(5, 65)
     where = {"task": ["classification"]}
     for share, want_p, want_n in ((0.85, 30, 5), (0.6, 15, 10), (0.75, 30, 10)):
         (_, rows), = curriculum_rows(ds, keep, [{"steps": 3, "where": where, "mix": {"share": share, "where": {"label": ["p"]}}}], 2)
@@ -203,7 +204,9 @@ def test_curriculum_mix_keeps_the_share_and_names_useless_mixes():
     # the same seed gives the same rows; the stage's rows never leave its filter
     a = curriculum_rows(ds, keep, [{"steps": 3, "where": where, "mix": {"share": 0.9, "where": {"label": ["n"]}}}], 2, seed=4)
     b = curriculum_rows(ds, keep, [{"steps": 3, "where": where, "mix": {"share": 0.9, "where": {"label": ["n"]}}}], 2, seed=4)
-    assert (a[0][1] == b[0][1]).all() and set(keep[a[0][1]].tolist()) <= set(range(40))
+    c = curriculum_rows(ds, keep, [{"steps": 3, "where": where, "mix": {"share": 0.9, "where": {"label": ["n"]}}}], 2, seed=5)
+    assert (a[0][1] == b[0][1]).all() and set(keep[a[0][1]].tolist()) <= set(range(5, 45))
+    assert len(a[0][1]) == len(c[0][1]) == 11 and (a[0][1] != c[0][1]).any()  # 10 n + 1 p drawn at random
     with pytest.raises(ConfigError, match=r"data.curriculum\[0\].mix: every row of the stage matches"):
         curriculum_rows(ds, keep, [{"steps": 1, "where": {"label": ["p"]}, "mix": {"share": 0.5, "where": {"task": ["classification"]}}}], 2)
     with pytest.raises(ConfigError, match=r"data.curriculum\[0\].mix\[1\].where: matches none"):

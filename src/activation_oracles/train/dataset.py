@@ -200,11 +200,6 @@ def _matches(ds, keep: np.ndarray, where: dict, field: str) -> np.ndarray:
     return hit
 
 
-def _buckets(mix) -> list[dict]:
-    """data.curriculum[i].mix as a list of {share, where} buckets; the single-mapping form is one bucket."""
-    return [mix] if isinstance(mix, dict) else list(mix)
-
-
 def _stratified(rows: np.ndarray, bucket: np.ndarray, shares: list[float], seed: int) -> np.ndarray:
     """The largest subset of `rows` in which bucket k (rows with bucket == k) makes up shares[k]; each
     bucket's rows are drawn at random (seeded); rows of a bucket with share 0 are dropped."""
@@ -220,7 +215,7 @@ def _stratified(rows: np.ndarray, bucket: np.ndarray, shares: list[float], seed:
 
 def _mix_rows(ds, keep: np.ndarray, rows: np.ndarray, mix, seed: int, field: str) -> np.ndarray:
     """The stage's rows resampled to the shares of its mix buckets (see curriculum_rows)."""
-    buckets = _buckets(mix)
+    buckets = [mix] if isinstance(mix, dict) else list(mix)  # the single-mapping form is one bucket
     names = [f"{field}[{k}]" if isinstance(mix, list) else field for k in range(len(buckets))]
     bucket = np.full(len(rows), len(buckets), dtype=np.int64)  # the rest: rows no bucket matches
     for k in reversed(range(len(buckets))):  # a row belongs to the first bucket it matches
