@@ -51,7 +51,8 @@ from activation_oracles.train.batching import epoch_batches, length_filter  # no
 from activation_oracles.train.config import load_config  # noqa: E402
 from activation_oracles.train.synthetic import PAPER_LENGTHS, load_lengths, synthetic_row  # noqa: E402
 from activation_oracles.train.step import (  # noqa: E402
-    apply_lora, collate_for, compile_blocks, make_objective, make_optimizer, train_step, uncompile_blocks,
+    apply_lora, check_context_packing, collate_for, compile_blocks, make_objective, make_optimizer, train_step,
+    uncompile_blocks,
 )
 
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989.4e12, "H200": 989.4e12, "GH200": 989.4e12, "A100": 312e12}
@@ -68,7 +69,11 @@ def parse():
     ap.add_argument("--grid", default="attn=sdpa",
                     help="runs separated by ';', each comma-separated settings (unset: the preset's): "
                          "attn=sdpa|eager|flash_attention_2, compile=0|1, overhead=N (train.context_group_overhead), "
-                         "tol=F (train.context_pad_tolerance), autocast=none|bf16")
+                         "tol=F (train.context_pad_tolerance), autocast=none|bf16, pack=0|1 (train.context_packing)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after each ours-run, N more steps under torch.profiler: GPU busy share and top kernels")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="skip the remaining runs once this many seconds have passed (a device lease is short)")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference-style loop")
     ap.add_argument("--plan-check", action="store_true",
                     help="first, `ao plan`'s peak against a real step on its worst-case batch (99.9th-pct lengths)")
@@ -156,7 +161,7 @@ def sync(device):
 def parse_grid(text: str) -> list[dict]:
     runs = []
     for part in [p for p in text.split(";") if p.strip()]:
-        run = {"attn": "sdpa", "compile": 0, "overhead": None, "tol": None, "autocast": None}
+        run = {"attn": "sdpa", "compile": 0, "overhead": None, "tol": None, "autocast": None, "pack": None}
         for kv in part.split(","):
             k, _, v = kv.strip().partition("=")
             if k not in run:
@@ -206,6 +211,27 @@ def run_reference(model, cfg, batches, pad_id, device, warmup) -> dict:
             oracle += sum(len(r["input_ids"]) for r in rows)
             context += sum(len(r["context_input_ids"]) for r in rows)  # (distinct: all rows' contexts differ)
     return {"times": times, "examples": examples, "oracle": oracle, "context": context, "loss": loss}
+
+
+def profile_steps(model, cfg, batches, pad_id, device, acc, name) -> None:
+    """Steps under torch.profiler: how much of the wall time the GPU is busy, and the kernels that fill it
+    (printed as one JSON line and a table)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        run_ours(model, cfg, batches, pad_id, device, 0, acc)
+        sync(device)
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    busy = sum(getattr(e, attr, 0) for e in events if device.type != "cuda" or e.device_type.name == "CUDA") / 1e6
+    top = sorted(events, key=lambda e: -getattr(e, attr, 0))[:12]
+    print(json.dumps({"profile": name, "steps": len(batches), "wall_s": round(wall, 3),
+                      "device_busy_s": round(busy, 3), "busy_share": round(busy / wall, 3),
+                      "top": [[e.key[:60], round(getattr(e, attr, 0) / 1e3, 1), e.count] for e in top]}), flush=True)
 
 
 def summarise(name, res, flops, peak, device) -> dict:
@@ -260,7 +286,7 @@ def main():
     print(json.dumps({"device": gpu, "torch": torch.__version__, "model": cfg0.model.spec if not args.smoke else
                       "tiny qwen3", "batch_size": cfg0.train.batch_size, "lora_r": cfg0.lora.r,
                       "flash_attn_installed": have_fa2, "model_tflops_per_step": round(flops / 1e12, 3)}), flush=True)
-    t0 = time.perf_counter()
+    t0 = t_start = time.perf_counter()
     model = build_model(cfg0, config, device, runs[0]["attn"])
     print(f"model built in {time.perf_counter() - t0:.1f}s", flush=True)
     pad_id = 0
@@ -278,9 +304,18 @@ def main():
             sov["train.context_pad_tolerance"] = float(run["tol"])
         if run["autocast"] is not None:
             sov["train.autocast"] = None if run["autocast"] == "none" else run["autocast"]
+        if run["pack"] is not None:
+            sov["train.context_packing"] = bool(int(run["pack"]))
+        if args.budget_s is not None and time.perf_counter() - t_start > args.budget_s:
+            print(json.dumps({"run": run, "skipped": f"over --budget-s {args.budget_s}"}), flush=True)
+            continue
         cfg = load_config(args.preset, sov)
+        if cfg.train.context_packing:
+            err = check_context_packing(model, cfg)
+            print(json.dumps({"context_packing_error": err, "packing_on": cfg.train.context_packing}), flush=True)
         set_attention(model, run["attn"])
         if run["compile"]:
+            torch._dynamo.reset()  # each compiled run starts from no graphs (no cache carried from the last)
             compile_blocks(model)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -288,6 +323,8 @@ def main():
         try:
             res = run_ours(model, cfg, batches, pad_id, device, args.warmup, acc)
             results.append({**summarise(f"ours[{name}]", res, flops, peak, device), "settings": run})
+            if args.profile:
+                profile_steps(model, cfg, batches[-args.profile:], pad_id, device, acc, name)
         except torch.cuda.OutOfMemoryError as e:  # (report and go on with the next variant)
             print(json.dumps({"run": f"ours[{name}]", "error": f"out of memory: {e}"[:300]}), flush=True)
         finally:

@@ -79,7 +79,7 @@ def reference_step(model, opt, rows, pad_id, *, hook_layer: int = 1, device="cpu
             orig = h[b, pos, :]
             v = vectors[b].to(orig.dtype)
             steered = torch.nn.functional.normalize(v, dim=-1) * orig.norm(dim=-1, keepdim=True)
-            h[b, pos, :] = steered.detach() + orig
+            h[b, pos, :] = (steered.detach() + orig).to(h.dtype)  # (under autocast the sum is float32)
         return output
 
     model.train()

@@ -169,3 +169,16 @@ def test_multi_layer_rows_fill_their_slots_layer_major():
     assert collate_for(cfg, rows[1:], 0, sharded=True, deepest=deepest_layer(rows)).layers == [2, 3]
     with pytest.raises(ValueError, match=r"3 placeholders but 2 context positions x 2 layer"):
         collate([dict(rows[0], positions=[1, 2, 3])], pad_id=0)
+
+
+def test_pack_by_depth_trades_depth_for_forwards():
+    from activation_oracles.train.batching import pack_by_depth
+
+    depth, lengths = [9, 27, 18, 9, 27], [100, 100, 100, 100, 100]
+    assert pack_by_depth(depth, lengths) == [[0, 3], [2], [1, 4]]  # free forwards: each depth alone
+    # a forward worth 1000 tokens per block: one packed forward to layer 27 costs 28 x 1500 = 42k, against
+    # 10 x 1200 + 19 x 1100 + 28 x 1200 = 66.5k apart
+    assert pack_by_depth(depth, lengths, 1000) == [[0, 1, 2, 3, 4]]
+    # long shallow contexts: the shallow ones alone, the two deeper depths together
+    assert pack_by_depth(depth, [5000, 10, 10, 5000, 10], 50) == [[0, 3], [1, 2, 4]]
+    assert pack_by_depth([], [], 10) == []

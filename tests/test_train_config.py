@@ -232,3 +232,14 @@ def test_curriculum_mix_keeps_the_share_and_names_useless_mixes():
     assert ((labels == "p").sum(), (labels == "n").sum(), (labels == "").sum()) == (30, 10, 10)
     with pytest.raises(ConfigError, match=r"data.curriculum\[0\].mix.where.kind.*no column 'kind'"):
         curriculum_rows(ds, keep, [{"steps": 1, "where": where, "mix": {"share": 0.5, "where": {"kind": ["x"]}}}], 2)
+
+
+def test_context_packing_must_be_a_bool():
+    import pytest
+
+    from activation_oracles.train import load_config
+    from activation_oracles.train.config import ConfigError
+
+    assert load_config({"train": {"context_packing": True}}).train.context_packing is True
+    with pytest.raises(ConfigError, match="train.context_packing"):
+        load_config({"train": {"context_packing": "yes"}})

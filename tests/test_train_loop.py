@@ -102,6 +102,19 @@ def test_tiny_run_learns_and_saves_loadable_adapter(tiny_dir, mix, tmp_path):
     assert sd and any(v.abs().sum() > 0 for v in sd.values())  # trained weights arrived
 
 
+def test_packed_run_follows_the_padded_run(tiny_dir, mix, tmp_path):
+    """train.context_packing through the whole trainer (start-of-run check, collate, evaluation): no dropout,
+    the same batches, so the loss curve is the padded one; the padding share falls."""
+    over = {"train.max_steps": 4, "output.save_every": 0, "lora.dropout": 0.0}
+    padded = train(tiny_cfg(tiny_dir, tmp_path / "padded", **over), data=str(mix))
+    packed = train(tiny_cfg(tiny_dir, tmp_path / "packed", **over, **{"train.context_packing": True}), data=str(mix))
+    rows = [[json.loads(ln) for ln in (r / "metrics.jsonl").read_text().splitlines()] for r in (padded, packed)]
+    for a, b in zip(*rows):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert b["padding_share"] <= a["padding_share"]
+    assert "eval/classification/loss" in rows[1][-1]
+
+
 def test_resume_after_sigkill_matches_uninterrupted(tiny_dir, mix, tmp_path):
     import yaml
 

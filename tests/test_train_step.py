@@ -77,3 +77,78 @@ def test_train_step_reports_what_the_objective_computes(tiny, smol_tokenizer):
     assert out["grad_norm"] > 0 and out["lr"] == 1e-3
     after = [p.detach() for p in model.parameters() if p.requires_grad]
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_packed_contexts_give_the_padded_loss_and_gradients(tiny, smol_tokenizer):
+    """train.context_packing: each deepest-layer group of contexts runs as one unpadded row whose forward
+    stops at that layer, and the loss and LoRA gradients are those of the padded groups, for each family
+    shape whose mask transformers builds from packed position ids."""
+    from test_train_helpers import make_rows
+
+    rows = make_rows(smol_tokenizer, layers=(1, 3))[:12]
+    first = list(rows[0]["context_input_ids"])
+    for i, r in enumerate(rows):  # contexts of different lengths; every 4th row shares the first context
+        k = len(r["context_positions"])
+        ctx = first if i % 4 == 0 else r["context_input_ids"][: max(k, 3 + i % 5)]
+        r["context_input_ids"], r["context_positions"] = ctx, list(range(len(ctx) - k, len(ctx)))
+        r["layer"] = 3 if i == 0 else 1 if i % 4 == 0 else r["layer"]
+    packed = collate(rows, smol_tokenizer.pad_token_id, context_packing=True)
+    assert [t.shape[0] for t in packed.ctx_ids] == [1, 1] and all(m is None for m in packed.ctx_mask)
+    assert packed.ctx_layers == [[1], [1, 3]]  # the shared context serves layer 1 from the deeper group
+    assert packed.pad_tokens == packed.input_ids.numel() - packed.real_tokens  # no context token is padding
+    for arch in ("qwen3", "llama", "gemma2", "gpt_neox"):
+        model = _lora(tiny, arch)
+        model.eval()  # no dropout: both passes see the same network
+        obj = OracleObjective(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        got = []
+        for pack in (False, True):
+            ce, which = obj(**batch_kwargs(collate(rows, smol_tokenizer.pad_token_id, context_packing=pack)))
+            ce.sum().backward()
+            got.append((ce.detach(), which, [p.grad.clone() for p in params]))
+            model.zero_grad(set_to_none=True)
+        assert torch.equal(got[0][1], got[1][1])
+        torch.testing.assert_close(got[1][0], got[0][0], rtol=1e-4, atol=1e-5, msg=arch)
+        for a, b in zip(got[0][2], got[1][2]):
+            torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-6, msg=arch)
+
+
+def test_padded_context_groups_stop_at_their_own_deepest_layer(smol_tokenizer):
+    from test_train_helpers import make_rows
+
+    rows = make_rows(smol_tokenizer, layers=(1, 3))[:8]
+    for i, r in enumerate(rows):  # two length groups: short contexts read layer 1 only
+        if r["layer"] == 1:
+            r["context_input_ids"] = r["context_input_ids"][:2] + [i + 7]
+            r["context_positions"] = [2] * len(r["context_positions"])
+        else:
+            r["context_input_ids"] = [5] * 30 + [i + 7]
+            r["context_positions"] = [30] * len(r["context_positions"])
+    b = collate(rows, smol_tokenizer.pad_token_id, context_pad_tolerance=0.1)
+    assert len(b.ctx_ids) == 2 and b.ctx_layers == [[3], [1]] and b.layers == [1, 3]
+
+
+def test_context_packing_is_turned_off_for_a_model_that_mixes_packed_sequences(tiny, monkeypatch):
+    """The start-of-training check: a forward that ignores packed position ids (simulated by numbering
+    the packed row as one sequence) differs from padded runs, so packing is switched off with a warning."""
+    import pytest
+
+    import activation_oracles.hooks as hooks
+    from activation_oracles.train import load_config
+    from activation_oracles.train.step import check_context_packing
+
+    model = tiny("llama")
+    cfg = load_config({"train": {"context_packing": True}})
+    assert check_context_packing(model, cfg) == 0.0 and cfg.train.context_packing
+    assert check_context_packing(model, cfg, sharded=True) is None  # FSDP: one padded group on every rank
+    real = hooks.collect_activations
+
+    def one_sequence(model, ids, mask=None, *, layers, position_ids=None, **kw):
+        if position_ids is not None:
+            position_ids = torch.arange(ids.shape[1])[None]
+        return real(model, ids, mask, layers=layers, position_ids=position_ids, **kw)
+
+    monkeypatch.setattr(hooks, "collect_activations", one_sequence)
+    with pytest.warns(UserWarning, match="context_packing.*differ by"):
+        err = check_context_packing(model, cfg)
+    assert err > 0.1 and cfg.train.context_packing is False

@@ -157,12 +157,32 @@ def group_by_cost(lengths: list[int], overhead: float) -> list[list[int]]:
     return groups[::-1]
 
 
+def pack_by_depth(depth: list[int], lengths: list[int], overhead: float = 0) -> list[list[int]]:
+    """Packed context groups: contexts (indices) of neighbouring deepest layers share one packed forward,
+    which runs to the deepest of them. A group costs its deepest layer x (its tokens + `overhead`), the
+    overhead being what one more forward costs per block in launches (train.context_group_overhead); with
+    none, every depth runs alone and no context runs deeper than it must."""
+    depths = sorted(set(depth))
+    tokens = [sum(n for d, n in zip(depth, lengths) if d == x) for x in depths]
+    best, cut = [0.0] + [float("inf")] * len(depths), [0] * (len(depths) + 1)
+    for j in range(1, len(depths) + 1):  # depths[i:j] in one forward, to depths[j - 1]
+        for i in range(j):
+            cost = best[i] + (depths[j - 1] + 1) * (sum(tokens[i:j]) + overhead)
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    spans, j = [], len(depths)
+    while j > 0:
+        spans.append(set(depths[cut[j] : j]))
+        j = cut[j]
+    return [[c for c in range(len(depth)) if depth[c] in span] for span in reversed(spans)]
+
+
 @dataclass
 class OracleBatch:
     """One micro-batch: distinct contexts (left-padded, in length groups) and the oracle prompts (left-padded)."""
 
-    ctx_ids: list[torch.Tensor]  # per context group: [C_g, L_g]
-    ctx_mask: list[torch.Tensor]
+    ctx_ids: list[torch.Tensor]  # per context group: [C_g, L_g], or [1, T_g] when packed
+    ctx_mask: list[torch.Tensor | None]  # None for a packed group (ctx_pos marks where each context starts)
     layers: list[int]  # distinct source layers needed
     # per example: (layer, group, row, positions in the padded group); a multi-layer example has a tuple of
     # layers and reads the same positions at each, layer-major (see `source_layers`)
@@ -186,6 +206,10 @@ class OracleBatch:
     inject_cols: torch.Tensor | None = None  # [P] its position in the padded oracle batch
     inject_bounds: tuple[int, int] = (0, 0)  # (max row, max col) of the placeholders
     gathers: list = field(default_factory=list)  # (layer, group, rows [n], cols [n], slots [n]) into the P vectors
+    # per context group: the source layers read from it (its forward stops after the deepest), and for a
+    # packed group its [1, T_g] position ids (restarting at 0 at each context), else None
+    ctx_layers: list[list[int]] = field(default_factory=list)
+    ctx_pos: list[torch.Tensor | None] = field(default_factory=list)
 
     _TENSORS = ("input_ids", "attention_mask", "labels", "label_rows", "label_cols", "label_targets",
                 "inject_rows", "inject_cols")
@@ -195,7 +219,8 @@ class OracleBatch:
         pin = device.type == "cuda"  # pinned host memory: the copies are truly asynchronous
         move = lambda t: (t.pin_memory() if pin else t).to(device, non_blocking=True)  # noqa: E731
         self.ctx_ids = [move(t) for t in self.ctx_ids]
-        self.ctx_mask = [move(t) for t in self.ctx_mask]
+        self.ctx_mask = [None if t is None else move(t) for t in self.ctx_mask]
+        self.ctx_pos = [None if t is None else move(t) for t in self.ctx_pos]
         for name in self._TENSORS:
             if getattr(self, name) is not None:
                 setattr(self, name, move(getattr(self, name)))
@@ -219,31 +244,55 @@ def deepest_layer(rows) -> int:
 
 
 def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1,
-            context_group_overhead: float = 0) -> OracleBatch:
-    """Rows with the data schema's columns -> OracleBatch. A context shared by several rows runs once;
-    distinct contexts run in length groups to keep their padding small: `chunk_by_length` with
-    `context_pad_tolerance`, or `group_by_cost` when `context_group_overhead` (tokens) is set."""
+            context_group_overhead: float = 0, context_packing: bool = False) -> OracleBatch:
+    """Rows with the data schema's columns -> OracleBatch. A context shared by several rows runs once.
+    Distinct contexts run in groups, each group's forward stopping after the deepest layer its rows read:
+    - `context_packing`: contexts concatenated into single rows without padding (position ids restart at
+      each context; the model's packed-sequence mask keeps them apart), one per group of deepest layers
+      (`pack_by_depth`: one group per depth, or fewer when `context_group_overhead` makes a forward dear);
+    - else length groups, left-padded: `chunk_by_length` with `context_pad_tolerance`, or `group_by_cost`
+      when `context_group_overhead` (tokens) is set."""
     ctx_index: dict[tuple, int] = {}
     contexts: list[list[int]] = []
+    depth: list[int] = []  # per context, the deepest layer a row reads from it
     for r in rows:
         key = tuple(r["context_input_ids"])
+        deepest = max(layer_tuple(source_layers(r)))
         if key not in ctx_index:
             ctx_index[key] = len(contexts)
             contexts.append(list(key))
+            depth.append(deepest)
+        else:
+            c = ctx_index[key]
+            depth[c] = max(depth[c], deepest)
     lengths = [len(c) for c in contexts]
-    groups = (group_by_cost(lengths, context_group_overhead) if context_group_overhead > 0
-              else chunk_by_length(lengths, context_pad_tolerance))
-    where: dict[int, tuple[int, int, int]] = {}  # context -> (group, row, pad offset)
-    ctx_ids, ctx_mask = [], []
+    if context_packing:
+        groups = pack_by_depth(depth, lengths, context_group_overhead)
+    elif context_group_overhead > 0:
+        groups = group_by_cost(lengths, context_group_overhead)
+    else:
+        groups = chunk_by_length(lengths, context_pad_tolerance)
+    where: dict[int, tuple[int, int, int]] = {}  # context -> (group, row, offset of its first token)
+    ctx_ids, ctx_mask, ctx_pos = [], [], []
     for g, members in enumerate(groups):
+        if context_packing:
+            starts = np.cumsum([0] + [lengths[c] for c in members])[:-1]
+            ctx_ids.append(torch.tensor([[t for c in members for t in contexts[c]]], dtype=torch.long))
+            ctx_mask.append(None)
+            ctx_pos.append(torch.tensor([[p for c in members for p in range(lengths[c])]], dtype=torch.long))
+            for c, o in zip(members, starts):
+                where[c] = (g, 0, int(o))
+            continue
         ids_g, mask_g, off_g = left_pad([contexts[c] for c in members], pad_id)
         ctx_ids.append(ids_g)
         ctx_mask.append(mask_g)
+        ctx_pos.append(None)
         for row, c in enumerate(members):
             where[c] = (g, row, off_g[row])
     ids, mask, off = left_pad([r["input_ids"] for r in rows], pad_id)
     labels = torch.full_like(ids, IGNORE_INDEX)
     src, inject = [], []
+    group_layers: list[set[int]] = [set() for _ in groups]
     for i, r in enumerate(rows):
         layer = source_layers(r)
         n_layers = len(layer_tuple(layer))
@@ -252,9 +301,10 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
                              f"positions x {n_layers} layer(s)")
         labels[i, off[i]:] = torch.tensor(r["labels"], dtype=torch.long)
         g, row, o = where[ctx_index[tuple(r["context_input_ids"])]]
+        group_layers[g].update(layer_tuple(layer))
         src.append((layer, g, row, [p + o for p in r["context_positions"]]))
         inject.append([p + off[i] for p in r["positions"]])
-    real = int(mask.sum()) + sum(int(m.sum()) for m in ctx_mask)
+    real = int(mask.sum()) + sum(lengths)
     total = ids.numel() + sum(t.numel() for t in ctx_ids)
     label_rows, label_cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
     flat_inject = [(i, p) for i, ps in enumerate(inject) for p in ps]
@@ -267,7 +317,7 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
         inject_rows=torch.tensor([i for i, _ in flat_inject], dtype=torch.long),
         inject_cols=torch.tensor([p for _, p in flat_inject], dtype=torch.long),
         inject_bounds=(max(i for i, _ in flat_inject), max(p for _, p in flat_inject)) if flat_inject else (0, 0),
-        gathers=_gathers(src),
+        gathers=_gathers(src), ctx_layers=[sorted(x) for x in group_layers], ctx_pos=ctx_pos,
     )
 
 

@@ -96,6 +96,10 @@ class TrainSettings:
     # > 0: instead, the context groups that minimise padded tokens + this many tokens per extra forward (what a
     # forward costs in kernel launches on a GPU; about 1000 for an 8B model on an H100, see docs/training.md)
     context_group_overhead: int = 0
+    # contexts of a step concatenated into one unpadded row per deepest source layer (transformers' packed-
+    # sequence mask keeps them apart); replaces the two settings above. Checked against a padded forward
+    # when training starts, and turned off with a warning for a model whose forward does not honour it.
+    context_packing: bool = False
     compile: bool = False  # torch.compile each decoder block (dynamic shapes); pays off on GPUs
     # forward + backward on the longest batch before step 1, failing early with advice when it runs out of
     # memory; null: on GPUs only
@@ -355,6 +359,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("train.preflight", f"must be true, false or null (on GPUs), got {t.preflight!r}")
     if not isinstance(t.compile, bool):
         raise ConfigError("train.compile", f"must be true or false, got {t.compile!r}")
+    if not isinstance(t.context_packing, bool):
+        raise ConfigError("train.context_packing", f"must be true or false, got {t.context_packing!r}")
     if not _int(t.seed):
         raise ConfigError("train.seed", f"must be an integer, got {t.seed!r}")
     if not _int(t.hook_layer) or t.hook_layer < 0:

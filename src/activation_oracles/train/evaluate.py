@@ -55,7 +55,7 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device, enter=None) -> dict[
                 prompts = [r["input_ids"][: prompt_length(r["labels"])] for r in rows]
 
                 def answer(model, b=b, prompts=prompts, rows=rows):
-                    acts = collect_groups(model, b.ctx_ids, b.ctx_mask, b.layers, autocast=cfg.train.autocast)
+                    acts = collect_groups(model, b.ctx_ids, b.ctx_mask, b.ctx_layers, b.ctx_pos, autocast=cfg.train.autocast)
                     with autocast_ctx(cfg.train.autocast, torch.device(device)):
                         return generate_answers(model, tokenizer, prompts, [r["positions"] for r in rows],
                                                 gather_vectors(acts, b), hook_layer=cfg.train.hook_layer,

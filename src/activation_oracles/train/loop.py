@@ -35,7 +35,7 @@ from .config import ConfigError, TrainConfig, load_config
 from .dataset import (
     build_configured_mixture, check_data_tokenizer, multi_layers, open_split, open_train_data, resolve_data_dir,
 )
-from .step import apply_lora, make_objective, make_optimizer, train_step
+from .step import apply_lora, check_context_packing, make_objective, make_optimizer, train_step
 
 
 def seed_everything(seed: int) -> None:
@@ -211,6 +211,7 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
                           stages=tdata.stages)
     fsdp = world > 1 and cfg.train.distributed == "fsdp"
+    check_context_packing(model, cfg, sharded=fsdp)
     if ckpt_dir is not None:
         _load_weights(ckpt_dir, model)  # before sharding: every rank loads the full adapter
     objective = make_objective(model, cfg)

@@ -32,16 +32,20 @@ def autocast_ctx(mode: str | None, device: torch.device):
     return contextlib.nullcontext()
 
 
-def collect_sources(model: nn.Module, ctx_ids, ctx_mask, layers, *, autocast: str | None = None):
+def collect_sources(model: nn.Module, ctx_ids, ctx_mask, layers, *, position_ids=None, autocast: str | None = None):
     """{layer: [C, Lc, D]} block outputs of the base model (adapter off, dropout off) for left-padded
-    contexts; one forward that stops after the deepest layer."""
+    contexts, or for packed ones ([1, T], `position_ids` restarting at each context, no mask); one forward
+    that stops after the deepest layer."""
     with autocast_ctx(autocast, ctx_ids.device):
-        return collect_activations(model, ctx_ids, ctx_mask, layers=layers)
+        return collect_activations(model, ctx_ids, ctx_mask, layers=layers, position_ids=position_ids)
 
 
-def collect_groups(model: nn.Module, ctx_ids: list, ctx_mask: list, layers, *, autocast: str | None = None):
-    """collect_sources for each context length group: [{layer: [C_g, L_g, D]}, ...]."""
-    return [collect_sources(model, i, m, layers, autocast=autocast) for i, m in zip(ctx_ids, ctx_mask)]
+def collect_groups(model: nn.Module, ctx_ids: list, ctx_mask: list, ctx_layers: list, ctx_pos: list | None = None, *,
+                   autocast: str | None = None):
+    """collect_sources for each context group (OracleBatch.ctx_*): [{layer: [C_g, L_g, D]}, ...]."""
+    ctx_pos = ctx_pos or [None] * len(ctx_ids)
+    return [collect_sources(model, i, m, layers, position_ids=p, autocast=autocast)
+            for i, m, layers, p in zip(ctx_ids, ctx_mask, ctx_layers, ctx_pos)]
 
 
 def gather_flat(acts: list[dict[int, torch.Tensor]], gathers, n: int) -> torch.Tensor:
@@ -71,12 +75,12 @@ class OracleObjective(nn.Module):
         self.autocast = autocast
         self.injection_grad = injection_grad
 
-    def forward(self, ctx_ids=None, ctx_mask=None, input_ids=None, attention_mask=None, layers=None, label_rows=None,
-                label_cols=None, label_targets=None, inject_rows=None, inject_cols=None, inject_bounds=None,
-                gathers=None, call=None):
+    def forward(self, ctx_ids=None, ctx_mask=None, input_ids=None, attention_mask=None, ctx_layers=None, ctx_pos=None,
+                label_rows=None, label_cols=None, label_targets=None, inject_rows=None, inject_cols=None,
+                inject_bounds=None, gathers=None, call=None):
         if call is not None:  # other work on the model, run inside this module's forward (see fsdp.run_in_root)
             return call(self.model)
-        acts = collect_groups(self.model, ctx_ids, ctx_mask, layers, autocast=self.autocast)
+        acts = collect_groups(self.model, ctx_ids, ctx_mask, ctx_layers, ctx_pos, autocast=self.autocast)
         vectors = gather_flat(acts, gathers, len(inject_rows))
         del acts  # only the gathered vectors live on through the oracle forward and backward
         base = unwrap(self.model)
@@ -97,6 +101,6 @@ class OracleObjective(nn.Module):
 
 def batch_kwargs(b: OracleBatch) -> dict:
     return dict(ctx_ids=b.ctx_ids, ctx_mask=b.ctx_mask, input_ids=b.input_ids, attention_mask=b.attention_mask,
-                layers=b.layers, label_rows=b.label_rows, label_cols=b.label_cols, label_targets=b.label_targets,
+                ctx_layers=b.ctx_layers, ctx_pos=b.ctx_pos, label_rows=b.label_rows, label_cols=b.label_cols, label_targets=b.label_targets,
                 inject_rows=b.inject_rows, inject_cols=b.inject_cols, inject_bounds=b.inject_bounds,
                 gathers=b.gathers)

@@ -54,11 +54,19 @@ def make_objective(model, cfg) -> OracleObjective:
                            injection_grad=t.injection_grad)
 
 
+COMPILE_GRAPH_LIMIT = 64
+
+
 def compile_blocks(model, backend: str = "inductor") -> None:
     """torch.compile each decoder block's forward (regional compilation: one graph shared by all blocks,
     dynamic sequence lengths). The forward hooks (injection, early stop) stay outside the graphs."""
     from ..models import decoder_layers
 
+    # One code object serves every block, so each (grad mode, mask kind, autocast, train/eval) variant is one
+    # more graph of it; past dynamo's default limit of 8 it would fall back to eager without a word.
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    setattr(cfg, name, max(getattr(cfg, name), COMPILE_GRAPH_LIMIT))
     for block in decoder_layers(model):
         if not hasattr(block, "_ao_eager_forward"):
             block._ao_eager_forward = block.forward
@@ -74,6 +82,27 @@ def uncompile_blocks(model) -> None:
             del block._ao_eager_forward
 
 
+PACKING_TOLERANCE = 0.05  # relative; bf16 rounding stays far below, a leak between sequences far above
+
+
+def check_context_packing(model, cfg, *, sharded: bool = False) -> float | None:
+    """When train.context_packing is on, compare packed with padded activations once (`packing_error`) and
+    turn packing off with a warning if this model's forward does not honour packed position ids. Under FSDP
+    packing is not used (every rank must run the same forwards). Returns the measured error."""
+    from ..hooks import packing_error
+
+    if not cfg.train.context_packing or sharded:
+        return None
+    with torch.no_grad():
+        err = packing_error(model)
+    if not err <= PACKING_TOLERANCE:
+        warnings.warn(f"train.context_packing: packed and padded activations of this model differ by {err:.3g} "
+                      f"(relative; tolerance {PACKING_TOLERANCE}), so its forward does not keep packed sequences "
+                      "apart; training on with padded context groups instead", stacklevel=2)
+        cfg.train.context_packing = False
+    return err
+
+
 def collate_for(cfg, rows, pad_id, *, sharded: bool = False, deepest: int | None = None):
     """collate with the config's context grouping. `sharded` (FSDP): every rank must run the same
     forwards, so the contexts go in one padded group and the context forward runs to `deepest`, the
@@ -83,9 +112,10 @@ def collate_for(cfg, rows, pad_id, *, sharded: bool = False, deepest: int | None
         batch = collate(rows, pad_id, context_pad_tolerance=1.0)
         if deepest is not None:
             batch.layers = sorted(set(batch.layers) | {int(deepest)})
+            batch.ctx_layers = [batch.layers]
         return batch
     return collate(rows, pad_id, context_pad_tolerance=t.context_pad_tolerance,
-                   context_group_overhead=t.context_group_overhead)
+                   context_group_overhead=t.context_group_overhead, context_packing=t.context_packing)
 
 
 def _sharded(objective) -> bool:
