@@ -229,9 +229,16 @@ def profile_steps(model, cfg, batches, pad_id, device, acc, name) -> None:
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     busy = sum(getattr(e, attr, 0) for e in events if device.type != "cuda" or e.device_type.name == "CUDA") / 1e6
     top = sorted(events, key=lambda e: -getattr(e, attr, 0))[:12]
+    # host side: the step's phases (record_function ranges in train.step / objective) and the costliest host
+    # calls by self time (CUDA runtime calls such as cudaHostAlloc or cudaStreamSynchronize show up here)
+    phases = {e.key: round(e.cpu_time_total / 1e3, 1) for e in events if e.key.startswith("ao.")}
+    host = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
     print(json.dumps({"profile": name, "steps": len(batches), "wall_s": round(wall, 3),
                       "device_busy_s": round(busy, 3), "busy_share": round(busy / wall, 3),
-                      "top": [[e.key[:60], round(getattr(e, attr, 0) / 1e3, 1), e.count] for e in top]}), flush=True)
+                      "top": [[e.key[:60], round(getattr(e, attr, 0) / 1e3, 1), e.count] for e in top],
+                      "host_phases_ms": phases,
+                      "host_top_ms": [[e.key[:60], round(e.self_cpu_time_total / 1e3, 1), e.count] for e in host]}),
+          flush=True)
 
 
 def summarise(name, res, flops, peak, device) -> dict:

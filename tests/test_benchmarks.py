@@ -45,8 +45,9 @@ def test_smoke(script):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
     path = str(ROOT / "benchmarks" / script)
-    cmd = [sys.executable, "-c", NO_DATASETS, path, "--smoke"] if script == "gpu_train.py" else \
-        [sys.executable, path, "--smoke"]
+    # (gpu_train: the variants and the profiler a device call uses, so none of them rots unseen)
+    cmd = [sys.executable, "-c", NO_DATASETS, path, "--smoke", "--grid", "attn=sdpa;pack=1,autocast=bf16",
+           "--profile", "1"] if script == "gpu_train.py" else [sys.executable, path, "--smoke"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-4000:])
     out = json.loads(p.stdout.strip().splitlines()[-1])
@@ -58,3 +59,6 @@ def test_smoke(script):
         runs = {r["run"].split("[")[0]: r for r in out["runs"]}
         assert runs["ours"]["oracle_tokens_per_step"] == runs["reference"]["oracle_tokens_per_step"] > 0
         assert runs["ours"]["context_tokens_per_step"] > 0
+        assert len([r for r in out["runs"] if r["run"].startswith("ours")]) == 2
+        profiles = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith('{"profile"')]
+        assert len(profiles) == 2 and {"ao.forward", "ao.collect", "ao.backward"} <= set(profiles[1]["host_phases_ms"])

@@ -80,7 +80,8 @@ class OracleObjective(nn.Module):
                 inject_bounds=None, gathers=None, call=None):
         if call is not None:  # other work on the model, run inside this module's forward (see fsdp.run_in_root)
             return call(self.model)
-        acts = collect_groups(self.model, ctx_ids, ctx_mask, ctx_layers, ctx_pos, autocast=self.autocast)
+        with torch.profiler.record_function("ao.collect"):
+            acts = collect_groups(self.model, ctx_ids, ctx_mask, ctx_layers, ctx_pos, autocast=self.autocast)
         vectors = gather_flat(acts, gathers, len(inject_rows))
         del acts  # only the gathered vectors live on through the oracle forward and backward
         base = unwrap(self.model)
