@@ -182,3 +182,26 @@ def test_pack_by_depth_trades_depth_for_forwards():
     # long shallow contexts: the shallow ones alone, the two deeper depths together
     assert pack_by_depth(depth, [5000, 10, 10, 5000, 10], 50) == [[0, 3], [1, 2, 4]]
     assert pack_by_depth([], [], 10) == []
+
+
+def test_batch_travels_as_one_buffer_unchanged(smol_tokenizer):
+    """OracleBatch.to(one_copy=True), what a GPU step does: every tensor comes back with its values, shape
+    and dtype, in its place (checked on the CPU; the copy itself is the only difference on a GPU)."""
+    import copy
+
+    import torch
+    from test_train_helpers import make_rows
+
+    from activation_oracles.train.batching import collate
+
+    rows = make_rows(smol_tokenizer, layers=(1, 3))[:10]
+    for pack in (False, True):
+        b = collate(rows, smol_tokenizer.pad_token_id, context_packing=pack)
+        ref = copy.deepcopy(b)
+        b.to("cpu", one_copy=True)
+        got, want = b._tensors(), ref._tensors()
+        assert len(got) == len(want) > 10
+        for x, y in zip(got, want):
+            assert x.dtype == y.dtype and torch.equal(x, y)
+        assert [g[:2] for g in b.gathers] == [g[:2] for g in ref.gathers]
+        assert [m is None for m in b.ctx_mask] == [m is None for m in ref.ctx_mask]

@@ -214,18 +214,38 @@ class OracleBatch:
     _TENSORS = ("input_ids", "attention_mask", "labels", "label_rows", "label_cols", "label_targets",
                 "inject_rows", "inject_cols")
 
-    def to(self, device) -> OracleBatch:
+    def to(self, device, *, one_copy: bool | None = None) -> OracleBatch:
+        """The batch's tensors on `device`. On a GPU (or with `one_copy`) they travel as one buffer: a
+        step holds some 20-50 small index tensors, and one pinned copy costs the host one allocation and
+        one transfer instead of that many (each is dear under a virtualised driver)."""
         device = torch.device(device)
-        pin = device.type == "cuda"  # pinned host memory: the copies are truly asynchronous
-        move = lambda t: (t.pin_memory() if pin else t).to(device, non_blocking=True)  # noqa: E731
-        self.ctx_ids = [move(t) for t in self.ctx_ids]
-        self.ctx_mask = [None if t is None else move(t) for t in self.ctx_mask]
-        self.ctx_pos = [None if t is None else move(t) for t in self.ctx_pos]
-        for name in self._TENSORS:
-            if getattr(self, name) is not None:
-                setattr(self, name, move(getattr(self, name)))
-        self.gathers = [(layer, g, move(r), move(c), move(d)) for layer, g, r, c, d in self.gathers]
+        one_copy = device.type == "cuda" if one_copy is None else one_copy
+        tensors = self._tensors()
+        if one_copy and tensors:
+            flat = torch.cat([t.reshape(-1).to(torch.long) for t in tensors])
+            if device.type == "cuda":
+                flat = flat.pin_memory()  # (pinned: the copy is truly asynchronous)
+            parts = flat.to(device, non_blocking=True).split([t.numel() for t in tensors])
+            self._set_tensors([p.view(t.shape).to(t.dtype) for p, t in zip(parts, tensors)])
+        else:
+            self._set_tensors([t.to(device, non_blocking=True) for t in tensors])
         return self
+
+    def _tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the batch, in the order `_set_tensors` takes them back."""
+        out = [t for seq in (self.ctx_ids, self.ctx_mask, self.ctx_pos) for t in seq if t is not None]
+        out += [getattr(self, n) for n in self._TENSORS if getattr(self, n) is not None]
+        return out + [t for g in self.gathers for t in g[2:]]
+
+    def _set_tensors(self, tensors: list[torch.Tensor]) -> None:
+        it = iter(tensors)
+        self.ctx_ids = [next(it) for _ in self.ctx_ids]
+        self.ctx_mask = [None if t is None else next(it) for t in self.ctx_mask]
+        self.ctx_pos = [None if t is None else next(it) for t in self.ctx_pos]
+        for n in self._TENSORS:
+            if getattr(self, n) is not None:
+                setattr(self, n, next(it))
+        self.gathers = [(layer, g, next(it), next(it), next(it)) for layer, g, *_ in self.gathers]
 
 
 def source_layers(row) -> int | tuple[int, ...]:
