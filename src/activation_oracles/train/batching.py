@@ -136,45 +136,42 @@ def chunk_by_length(lengths: list[int], tolerance: float) -> list[list[int]]:
     return groups
 
 
+def cheapest_spans(n: int, cost) -> list[tuple[int, int]]:
+    """The split of items 0..n-1 into contiguous spans [i, j) that minimises the sum of cost(i, j): a
+    dynamic programme over the end of the last span."""
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            c = best[i] + cost(i, j)
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    spans, j = [], n
+    while j > 0:
+        spans.append((cut[j], j))
+        j = cut[j]
+    return spans[::-1]
+
+
 def group_by_cost(lengths: list[int], overhead: float) -> list[list[int]]:
     """Split items into the padded context batches that cost least in all: each batch costs its padded
     tokens (size x longest) plus `overhead` tokens, what one more forward costs in launches and fixed work
     whatever its size (large on a GPU, where a short forward is bound by kernel launches). Groups are
-    contiguous in the longest-first order, and a dynamic programme over that order finds the best cut."""
+    contiguous in the longest-first order."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     sizes = [lengths[i] for i in order]
-    n = len(order)
-    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
-    for j in range(1, n + 1):  # the first j items, the last group being items i..j-1 (longest: sizes[i])
-        for i in range(j):
-            cost = best[i] + overhead + sizes[i] * (j - i)
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    groups, j = [], n
-    while j > 0:
-        groups.append(order[cut[j] : j])
-        j = cut[j]
-    return groups[::-1]
+    spans = cheapest_spans(len(order), lambda i, j: overhead + sizes[i] * (j - i))  # (sizes[i]: the longest)
+    return [order[i:j] for i, j in spans]
 
 
 def pack_by_depth(depth: list[int], lengths: list[int], overhead: float = 0) -> list[list[int]]:
     """Packed context groups: contexts (indices) of neighbouring deepest layers share one packed forward,
-    which runs to the deepest of them. A group costs its deepest layer x (its tokens + `overhead`), the
+    which runs to the deepest of them. A group costs its blocks run x (its tokens + `overhead`), the
     overhead being what one more forward costs per block in launches (train.context_group_overhead); with
     none, every depth runs alone and no context runs deeper than it must."""
     depths = sorted(set(depth))
     tokens = [sum(n for d, n in zip(depth, lengths) if d == x) for x in depths]
-    best, cut = [0.0] + [float("inf")] * len(depths), [0] * (len(depths) + 1)
-    for j in range(1, len(depths) + 1):  # depths[i:j] in one forward, to depths[j - 1]
-        for i in range(j):
-            cost = best[i] + (depths[j - 1] + 1) * (sum(tokens[i:j]) + overhead)
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    spans, j = [], len(depths)
-    while j > 0:
-        spans.append(set(depths[cut[j] : j]))
-        j = cut[j]
-    return [[c for c in range(len(depth)) if depth[c] in span] for span in reversed(spans)]
+    spans = cheapest_spans(len(depths), lambda i, j: (depths[j - 1] + 1) * (sum(tokens[i:j]) + overhead))
+    return [[c for c in range(len(depth)) if depths[i] <= depth[c] <= depths[j - 1]] for i, j in spans]
 
 
 @dataclass
