@@ -112,6 +112,8 @@ def test_packed_run_follows_the_padded_run(tiny_dir, mix, tmp_path):
     for a, b in zip(*rows):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
         assert b["padding_share"] <= a["padding_share"]
+    # packing really ran (the start-of-run check could have turned it off): its contexts carry no padding
+    assert sum(r["padding_share"] for r in rows[1]) < sum(r["padding_share"] for r in rows[0])
     assert "eval/classification/loss" in rows[1][-1]
 
 

@@ -31,6 +31,19 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask, offsets
 
 
+def pack_sequences(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """[1, T] ids of the sequences end to end, their [1, T] position ids (restarting at 0 at each
+    sequence, from which transformers builds the block-diagonal mask of packed sequences), and each
+    sequence's start in the row; the unpadded counterpart of `left_pad`."""
+    lengths = [len(s) for s in seqs]
+    starts = [0]
+    for n in lengths[:-1]:
+        starts.append(starts[-1] + n)
+    ids = torch.tensor([[t for s in seqs for t in s]], dtype=torch.long)
+    pos = torch.cat([torch.arange(n) for n in lengths])[None] if seqs else torch.zeros(1, 0, dtype=torch.long)
+    return ids, pos, starts
+
+
 def steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors, *, hook_layer: int = 1,
                   coefficient: float = 1.0):
     """(ids, mask, steer): left-padded prompts on the model's device and the context manager that

@@ -14,8 +14,9 @@ import torch
 
 from ..data.schema import LAYERS_COLUMN
 from ..prompt import IGNORE_INDEX
-from ..steering import left_pad
+from ..steering import left_pad, pack_sequences
 
+TASKS = ("spqa", "classification", "context_prediction")  # the trainer's per-task losses; index 3: any other
 COLUMNS = ("input_ids", "labels", "positions", "context_input_ids", "context_positions", "layer")
 
 
@@ -199,6 +200,7 @@ class OracleBatch:
     label_rows: torch.Tensor | None = None  # [N] row of each labelled target
     label_cols: torch.Tensor | None = None  # [N] position whose hidden state predicts it
     label_targets: torch.Tensor | None = None  # [N] its token id
+    task_ids: torch.Tensor | None = None  # [B] each row's index in TASKS (len(TASKS): another task)
     inject_rows: torch.Tensor | None = None  # [P] oracle row of each placeholder, example-major
     inject_cols: torch.Tensor | None = None  # [P] its position in the padded oracle batch
     inject_bounds: tuple[int, int] = (0, 0)  # (max row, max col) of the placeholders
@@ -208,7 +210,7 @@ class OracleBatch:
     ctx_layers: list[list[int]] = field(default_factory=list)
     ctx_pos: list[torch.Tensor | None] = field(default_factory=list)
 
-    _TENSORS = ("input_ids", "attention_mask", "labels", "label_rows", "label_cols", "label_targets",
+    _TENSORS = ("input_ids", "attention_mask", "labels", "label_rows", "label_cols", "label_targets", "task_ids",
                 "inject_rows", "inject_cols")
 
     def to(self, device, *, one_copy: bool | None = None) -> OracleBatch:
@@ -293,12 +295,12 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
     ctx_ids, ctx_mask, ctx_pos = [], [], []
     for g, members in enumerate(groups):
         if context_packing:
-            starts = np.cumsum([0] + [lengths[c] for c in members])[:-1]
-            ctx_ids.append(torch.tensor([[t for c in members for t in contexts[c]]], dtype=torch.long))
+            ids_g, pos_g, starts = pack_sequences([contexts[c] for c in members])
+            ctx_ids.append(ids_g)
             ctx_mask.append(None)
-            ctx_pos.append(torch.tensor([[p for c in members for p in range(lengths[c])]], dtype=torch.long))
+            ctx_pos.append(pos_g)
             for c, o in zip(members, starts):
-                where[c] = (g, 0, int(o))
+                where[c] = (g, 0, o)
             continue
         ids_g, mask_g, off_g = left_pad([contexts[c] for c in members], pad_id)
         ctx_ids.append(ids_g)
@@ -324,11 +326,13 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
     real = int(mask.sum()) + sum(lengths)
     total = ids.numel() + sum(t.numel() for t in ctx_ids)
     label_rows, label_cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    tasks = [str(r.get("task", "")) for r in rows]
     flat_inject = [(i, p) for i, ps in enumerate(inject) for p in ps]
     return OracleBatch(
         ctx_ids=ctx_ids, ctx_mask=ctx_mask, layers=sorted({x for s in src for x in layer_tuple(s[0])}), src=src,
         input_ids=ids, attention_mask=mask, labels=labels, inject_positions=inject,
-        tasks=[str(r.get("task", "")) for r in rows], real_tokens=int(mask.sum()), pad_tokens=total - real,
+        tasks=tasks, task_ids=torch.tensor([TASKS.index(t) if t in TASKS else len(TASKS) for t in tasks]),
+        real_tokens=int(mask.sum()), pad_tokens=total - real,
         total_tokens=total, label_tokens=len(label_rows), context_tokens=sum(lengths),
         label_rows=label_rows, label_cols=label_cols, label_targets=labels[:, 1:][label_rows, label_cols],
         inject_rows=torch.tensor([i for i, _ in flat_inject], dtype=torch.long),

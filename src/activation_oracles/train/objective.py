@@ -40,10 +40,9 @@ def collect_sources(model: nn.Module, ctx_ids, ctx_mask, layers, *, position_ids
         return collect_activations(model, ctx_ids, ctx_mask, layers=layers, position_ids=position_ids)
 
 
-def collect_groups(model: nn.Module, ctx_ids: list, ctx_mask: list, ctx_layers: list, ctx_pos: list | None = None, *,
+def collect_groups(model: nn.Module, ctx_ids: list, ctx_mask: list, ctx_layers: list, ctx_pos: list, *,
                    autocast: str | None = None):
     """collect_sources for each context group (OracleBatch.ctx_*): [{layer: [C_g, L_g, D]}, ...]."""
-    ctx_pos = ctx_pos or [None] * len(ctx_ids)
     return [collect_sources(model, i, m, layers, position_ids=p, autocast=autocast)
             for i, m, layers, p in zip(ctx_ids, ctx_mask, ctx_layers, ctx_pos)]
 

@@ -12,10 +12,9 @@ import warnings
 
 import torch
 
-from .batching import collate
+from .batching import TASKS, collate
 from .objective import OracleObjective, batch_kwargs
 
-TASKS = ("spqa", "classification", "context_prediction")
 
 
 def apply_lora(model, cfg):
@@ -146,15 +145,13 @@ def train_step(acc, objective, opt, sched, micro_rows: list[list[dict]], pad_id:
             batch = collate_for(cfg, rows, pad_id, sharded=sharded, deepest=deepest)
         with _phase("ao.to_device"):
             batch = batch.to(dev)
-            task_of_row = torch.tensor([TASKS.index(t) if t in TASKS else len(TASKS) for t in batch.tasks])
-            task_of_row = task_of_row.to(dev, non_blocking=True)
         sync = contextlib.nullcontext() if j == len(micro_rows) - 1 else acc.no_sync(objective)
         with sync:
             with _phase("ao.forward"):
                 ce, label_rows = objective(**batch_kwargs(batch))
             with _phase("ao.backward"):
                 acc.backward(ce.sum() * (world / denom))
-        k = task_of_row[label_rows]
+        k = batch.task_ids[label_rows]
         sums.index_add_(0, k, ce.detach().double())
         counts.index_add_(0, k, torch.ones_like(ce, dtype=torch.float64))
         tokens += torch.tensor([batch.real_tokens, batch.context_tokens, batch.pad_tokens, batch.total_tokens],
