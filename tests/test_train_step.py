@@ -133,7 +133,7 @@ def test_context_packing_is_turned_off_for_a_model_that_mixes_packed_sequences(t
     the packed row as one sequence) differs from padded runs, so packing is switched off with a warning."""
     import pytest
 
-    import activation_oracles.hooks as hooks
+    import activation_oracles.steering as steering
     from activation_oracles.train import load_config
     from activation_oracles.train.step import check_context_packing
 
@@ -141,14 +141,14 @@ def test_context_packing_is_turned_off_for_a_model_that_mixes_packed_sequences(t
     cfg = load_config({"train": {"context_packing": True}})
     assert check_context_packing(model, cfg) == 0.0 and cfg.train.context_packing
     assert check_context_packing(model, cfg, sharded=True) is None  # FSDP: one padded group on every rank
-    real = hooks.collect_activations
+    real = steering.collect_activations
 
     def one_sequence(model, ids, mask=None, *, layers, position_ids=None, **kw):
         if position_ids is not None:
             position_ids = torch.arange(ids.shape[1])[None]
         return real(model, ids, mask, layers=layers, position_ids=position_ids, **kw)
 
-    monkeypatch.setattr(hooks, "collect_activations", one_sequence)
+    monkeypatch.setattr(steering, "collect_activations", one_sequence)
     with pytest.warns(UserWarning, match="context_packing.*differ by"):
         err = check_context_packing(model, cfg)
     assert err > 0.1 and cfg.train.context_packing is False

@@ -214,22 +214,3 @@ def collect_activations(
             h.remove()
     return {i: out[i] for i in wanted}
 
-
-def packing_error(model: nn.Module, *, lengths: Sequence[int] = (5, 3, 7)) -> float:
-    """Largest relative difference between the activations of short random sequences run packed into one
-    row (position ids restarting, no mask) and run left-padded, at the model's second block (or its only
-    one). Near 0 (dtype rounding) when this model's forward honours packed position ids; of order 1 when
-    the sequences see each other or their positions are wrong."""
-    from .steering import left_pad, pack_sequences  # (steering builds on this module)
-
-    layer = min(1, len(decoder_layers(model)) - 1)
-    vocab = unwrap(model).get_input_embeddings().weight.shape[0]
-    dev = next(model.parameters()).device
-    g = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(1, vocab, (n,), generator=g).tolist() for n in lengths]
-    ids, mask, offsets = left_pad(seqs, 0)
-    padded = collect_activations(model, ids.to(dev), mask.to(dev), layers=[layer])[layer]
-    ids, pos, _ = pack_sequences(seqs)
-    packed = collect_activations(model, ids.to(dev), layers=[layer], position_ids=pos.to(dev))[layer][0]
-    ref = torch.cat([padded[i, off:] for i, off in enumerate(offsets)]).float()
-    return float((packed.float() - ref).norm(dim=-1).max() / ref.norm(dim=-1).clamp_min(1e-6).max())

@@ -88,7 +88,7 @@ def check_context_packing(model, cfg, *, sharded: bool = False) -> float | None:
     """When train.context_packing is on, compare packed with padded activations once (`packing_error`) and
     turn packing off with a warning if this model's forward does not honour packed position ids. Under FSDP
     packing is not used (every rank must run the same forwards). Returns the measured error."""
-    from ..hooks import packing_error
+    from ..steering import packing_error
 
     if not cfg.train.context_packing or sharded:
         return None
