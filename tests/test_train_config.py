@@ -37,7 +37,8 @@ def test_presets_ship_and_paper_values():
 def test_cpu_long_preset_is_the_demo_recipe_with_a_slower_move_to_every_class():
     short, long = load_config("cpu-smollm2"), load_config("cpu-smollm2-long")
     assert long.data.builtin_mixture == short.data.builtin_mixture and long.data.task_weights == short.data.task_weights
-    assert (long.lora, long.optim) == (short.lora, short.optim) and long.train.max_steps == 600
+    assert (long.lora, long.optim) == (short.lora, short.optim) and long.train.max_steps == 900
+    assert long.data.exclude == [{"dataset": ["md_gender"], "variant": ["single"]}]  # no label in those inputs
     other = []  # share of the yes/no questions that ask about another class than the first stage's
     for st in long.data.curriculum[1:]:
         first, rest = st["mix"][0]["share"], st["mix"][1]["share"]
@@ -66,6 +67,9 @@ def test_overrides_and_yaml_file(tmp_path):
     ("cpu-smollm2", {"data.task_weights": "{classification: -1}"}, "data.task_weights"),
     ("cpu-smollm2", {"data.task_weights": "{spqa: 0}"}, "data.task_weights"),
     ("cpu-smollm2", {"data.curriculum": "{steps: 5}"}, "data.curriculum"),
+    ("cpu-smollm2", {"data.exclude": "{dataset: [md_gender]}"}, "data.exclude"),
+    ("cpu-smollm2", {"data.exclude": "[{dataset: md_gender}]"}, "data.exclude[0].dataset"),
+    ("cpu-smollm2", {"data.exclude": "[{}]"}, "data.exclude[0]"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 0, where: {variant: [multi]}}]"}, "data.curriculum[0].steps"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {variant: multi}}]"}, "data.curriculum[0].where.variant"),
     ("cpu-smollm2", {"data.curriculum": "[{steps: 5, where: {}}]"}, "data.curriculum[0].where"),
@@ -182,6 +186,22 @@ def test_curriculum_rows_match_columns_and_name_bad_filters():
         curriculum_rows(ds, keep, [{"steps": 1, "where": {"kind": ["x"]}}], 2)
     with pytest.raises(ConfigError, match=r"data.curriculum\[0\].where: matches 4 training rows.*batch of 8"):
         curriculum_rows(ds, keep, [{"steps": 1, "where": {"variant": ["multi"], "task": ["classification"]}}], 8)
+
+
+def test_exclude_drops_matching_rows_only():
+    import datasets
+    import numpy as np
+
+    from activation_oracles.train.dataset import drop_excluded
+
+    ds = datasets.Dataset.from_dict({"dataset": ["md_gender", "sst2"] * 6, "variant": ["single"] * 6 + ["multi"] * 6})
+    keep = np.arange(1, 12)
+    out = drop_excluded(ds, keep, [{"dataset": ["md_gender"], "variant": ["single"]}])
+    assert out.tolist() == [1, 3, 5, 6, 7, 8, 9, 10, 11]  # md_gender singles (0, 2, 4) gone, its multis kept
+    assert drop_excluded(ds, keep, []).tolist() == keep.tolist()
+    assert drop_excluded(ds, keep, [{"dataset": ["sst2"]}, {"variant": ["multi"]}]).tolist() == [2, 4]
+    with pytest.raises(ConfigError, match=r"data.exclude\[0\].kind.*no column 'kind'"):
+        drop_excluded(ds, keep, [{"kind": ["x"]}])
 
 
 def test_curriculum_mix_keeps_the_share_and_names_useless_mixes():

@@ -58,6 +58,10 @@ class DataConfig:
     # Relative share of each task family ("classification", "spqa", "context_prediction") in the rows
     # trained on; families left out are dropped. Empty: the mixture as built.
     task_weights: dict[str, float] = field(default_factory=dict)
+    # Training rows to leave out, each entry a `where` mapping (rows matching all its columns are dropped), e.g.
+    # [{dataset: [md_gender], variant: [single]}] for a group whose label its inputs do not carry. The eval
+    # split keeps them, so the evaluation still reports the group.
+    exclude: list[dict[str, Any]] = field(default_factory=list)
     # Settings of the mixture built when data.path is null that differ from data.mixture's, in the shape of
     # a mixture YAML, e.g. {classification: {ask_classes: {sst2: [positive]}}}.
     builtin_mixture: dict[str, Any] = field(default_factory=dict)
@@ -256,6 +260,13 @@ def _validate_curriculum(stages) -> None:
             _validate_mix(st["mix"], f"{name}.mix")
 
 
+def _validate_exclude(excl) -> None:
+    if not isinstance(excl, list):
+        raise ConfigError("data.exclude", f"must be a list of {{column: [values]}} mappings, got {excl!r}")
+    for i, where in enumerate(excl):
+        _validate_where(where, f"data.exclude[{i}]")
+
+
 def _validate_mix(mix, name: str) -> None:
     """{share: p, where: {...}} or a non-empty list of them whose shares add up to at most 1."""
     if isinstance(mix, list) and not mix:
@@ -313,6 +324,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("data.task_weights", "must map task families (classification, spqa, context_prediction) "
                                                f"to non-negative weights, at least one positive; got {dc.task_weights!r}")
     _validate_curriculum(dc.curriculum)
+    _validate_exclude(dc.exclude)
     if not _int(lo.r) or lo.r < 1:
         raise ConfigError("lora.r", f"must be a positive integer, got {lo.r!r}")
     if not _num(lo.alpha) or lo.alpha <= 0:

@@ -200,6 +200,13 @@ def _matches(ds, keep: np.ndarray, where: dict, field: str) -> np.ndarray:
     return hit
 
 
+def drop_excluded(ds, keep: np.ndarray, exclude: list[dict]) -> np.ndarray:
+    """`keep` without the rows that match one of data.exclude's `where` mappings."""
+    for i, where in enumerate(exclude):
+        keep = keep[~_matches(ds, keep, where, f"data.exclude[{i}]")]
+    return keep
+
+
 def _stratified(rows: np.ndarray, bucket: np.ndarray, shares: list[float], seed: int) -> np.ndarray:
     """The largest subset of `rows` in which bucket k (rows with bucket == k) makes up shares[k]; each
     bucket's rows are drawn at random (seeded); rows of a bucket with share 0 are dropped."""
@@ -280,6 +287,7 @@ def open_train_data(cfg: TrainConfig, path: Path) -> TrainData:
     counts = _label_counts(ds)[:n]
     keep = length_filter(lengths, cfg.data.max_length_percentile)
     keep = keep[counts[keep] > 0]
+    keep = drop_excluded(ds, keep, cfg.data.exclude)
     if cfg.data.task_weights:
         tasks = np.asarray(ds.data.column("task").to_numpy(zero_copy_only=False)[:n])
         keep = weighted_subset(tasks, keep, cfg.data.task_weights, cfg.train.seed)
