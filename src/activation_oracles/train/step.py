@@ -16,7 +16,6 @@ from .batching import TASKS, collate
 from .objective import OracleObjective, batch_kwargs
 
 
-
 def apply_lora(model, cfg):
     """The base model prepared for training (k-bit preparation, gradient checkpointing) and wrapped in the
     config's LoRA adapter, in train mode; its decoder blocks compiled when train.compile is set."""
