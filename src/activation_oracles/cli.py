@@ -38,7 +38,8 @@ def demo(
     data_scale: float | None = typer.Option(None, "--data-scale", help="Scale the built-in mixture's counts."),
     max_per_group: int = typer.Option(60, "--max-per-group", help="Held-out questions per task and variant."),
 ):
-    """Build the offline mixture, train an oracle on CPU, evaluate it against three baselines."""
+    """Build the offline mixture, train an oracle (CPU, or the GPU if there is one), evaluate it against three
+    baselines."""
     from .demo import run_demo
 
     run_demo(out, preset=preset, max_steps=max_steps, data_scale=data_scale, max_per_group=max_per_group)

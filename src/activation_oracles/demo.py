@@ -1,4 +1,5 @@
-"""`ao demo` / `make demo`: build the offline mixture, train an oracle on CPU, evaluate it honestly.
+"""`ao demo` / `make demo`: build the offline mixture, train an oracle (on CPU unless a GPU is there),
+evaluate it honestly.
 
 Every stage is reused on a rerun: the mixture lives in the cache keyed by its content hash, training
 resumes from the run's latest complete checkpoint (or is skipped once the final adapter exists).
@@ -83,10 +84,12 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
     from .data import build_mixture
     from .data.mixture import saved_dir
     from .eval.run import run_eval
+    from .models import default_device
     from .oracle import Oracle
     from .train import load_config
 
     hf_logging.disable_progress_bar()
+    device = default_device()  # the trainer's choice too, so training and evaluation share one device
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,14 +111,15 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
         shutil.copyfile(run_dir / "metrics.jsonl", out / "metrics.jsonl")
 
     _stage("3/4 evaluating on held-out data against three baselines", t0)
-    oracle = Oracle.from_pretrained(model, str(out / "adapter"), device="cpu")
+    oracle = Oracle.from_pretrained(model, str(out / "adapter"), device=device)
     trained = list(tasks if tasks is not None else mix.classification.train_tasks)
     heldout = list(heldout_tasks if heldout_tasks is not None else mix.classification.eval_tasks)
     asked = ask_handwritten(oracle, trained)
     results, summary, samples, report = run_eval(
         oracle, dd, out, tasks=trained + heldout, max_per_group=max_per_group,
         max_per_task={t: max(1, max_per_group // 2) for t in heldout}, metrics_path=out / "metrics.jsonl",
-        title="Activation oracle demo: SmolLM2-135M-Instruct on CPU", bar_tasks=trained, heldout_tasks=heldout,
+        title=f"Activation oracle demo: SmolLM2-135M-Instruct on {'GPU' if device == 'cuda' else 'CPU'}",
+        bar_tasks=trained, heldout_tasks=heldout,
         cp_per_direction=max_per_group, autocast=cfg.train.autocast, extra_md=handwritten_markdown(asked),
         meta={"preset": preset, "base_model": model, "adapter": str(out / "adapter"),
               "train_examples": len(dd["train"]), "test_examples": len(dd["test"])},
