@@ -166,3 +166,31 @@ def test_corrupted_checkpoint_is_named(tiny_dir, mix, tmp_path):
     (cp / "MANIFEST.json").unlink()
     with pytest.raises(CheckpointError, match="step_2: incomplete checkpoint"):
         train(resume=str(cp))
+
+
+def test_init_from_starts_at_a_saved_adapter(tiny_dir, mix, tmp_path):
+    """lora.init_from: the new run starts at the saved adapter (at lr ~0 it ends there too, and its first loss is
+    well below a fresh adapter's on the same batch); a mismatched rank and a folder without weights are named."""
+    from safetensors.torch import load_file
+
+    from activation_oracles.train import ConfigError
+
+    first = train(tiny_cfg(tiny_dir, tmp_path / "a", **{"train.max_steps": 8, "output.save_every": 0,
+                                                         "optim.lr": 2e-2, "eval.every": 0}), data=str(mix))
+    saved = load_file(str(first / "adapter" / "adapter_model.safetensors"))
+    # lr 0 for the whole second run: its adapter must come out exactly as the first run left it
+    cont = train(tiny_cfg(tiny_dir, tmp_path / "b", **{"train.max_steps": 2, "output.save_every": 0, "eval.every": 0,
+                                                        "optim.lr": 1e-12, "lora.init_from": str(first / "adapter")}),
+                 data=str(mix))
+    after = load_file(str(cont / "adapter" / "adapter_model.safetensors"))
+    assert saved.keys() == after.keys() and any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)
+    assert all(torch.allclose(saved[k], after[k], atol=1e-6) for k in saved)
+    fresh = losses(train(tiny_cfg(tiny_dir, tmp_path / "c", **{"train.max_steps": 2, "output.save_every": 0,
+                                                                "eval.every": 0, "optim.lr": 1e-12}), data=str(mix)))
+    assert losses(cont)[0] < fresh[0] - 0.2  # same first batch, the trained adapter's loss is lower
+
+    with pytest.raises(ConfigError, match="lora.init_from.*lora.r"):
+        train(tiny_cfg(tiny_dir, tmp_path / "d", **{"lora.r": 4, "lora.init_from": str(first / "adapter")}),
+              data=str(mix))
+    with pytest.raises(ConfigError, match="lora.init_from.*no adapter_model.safetensors"):
+        train(tiny_cfg(tiny_dir, tmp_path / "e", **{"lora.init_from": str(tmp_path)}), data=str(mix))

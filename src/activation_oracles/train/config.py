@@ -18,6 +18,8 @@ import yaml
 
 from .presets import list_presets, preset_file
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; `field` names it as a dotted path (e.g. ``optim.lr``)."""
@@ -76,6 +78,8 @@ class LoraSettings:
     alpha: float = 128
     dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"
+    # Start from a saved adapter's weights (a run's adapter/ or checkpoint): r and targets must match it.
+    init_from: str | None = None
 
 
 @dataclass
@@ -335,6 +339,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         isinstance(lo.target_modules, list) and lo.target_modules and all(isinstance(x, str) for x in lo.target_modules)
     )):
         raise ConfigError("lora.target_modules", "must be 'all-linear' or a list of module names")
+    if lo.init_from is not None and not (Path(str(lo.init_from)).expanduser() / ADAPTER_WEIGHTS).is_file():
+        raise ConfigError("lora.init_from", f"{lo.init_from}: no {ADAPTER_WEIGHTS} there; give the directory of a "
+                                            "saved adapter (a run's adapter/ or checkpoint-N/)")
     if not _num(o.lr) or o.lr <= 0:
         raise ConfigError("optim.lr", f"must be > 0, got {o.lr!r}")
     if not _num(o.weight_decay) or o.weight_decay < 0:

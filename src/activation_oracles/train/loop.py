@@ -31,7 +31,7 @@ from .checkpoint import (
     CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state, verify,
     write_manifest,
 )
-from .config import ConfigError, TrainConfig, load_config
+from .config import ADAPTER_WEIGHTS, ConfigError, TrainConfig, load_config
 from .dataset import (
     build_configured_mixture, check_data_tokenizer, multi_layers, open_split, open_train_data, resolve_data_dir,
 )
@@ -214,6 +214,8 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     check_context_packing(model, cfg, sharded=fsdp)
     if ckpt_dir is not None:
         _load_weights(ckpt_dir, model)  # before sharding: every rank loads the full adapter
+    elif cfg.lora.init_from:
+        _load_weights(Path(cfg.lora.init_from).expanduser(), model, field="lora.init_from")
     objective = make_objective(model, cfg)
     if fsdp:
         from .fsdp import shard
@@ -386,15 +388,28 @@ def _save_final(cfg, acc, raw_objective, run_dir, layers, step, fsdp) -> None:
     acc.wait_for_everyone()
 
 
-def _load_weights(ckpt: Path, peft_model) -> None:
+def _load_weights(ckpt: Path, peft_model, field: str | None = None) -> None:
+    """A checkpoint's adapter (verified against its manifest), or with `field` a saved adapter to start from
+    (verified when it has a manifest; published adapters have none). Every LoRA weight must be set."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    verify(ckpt)  # again, right before loading
-    weights = load_file(str(ckpt / "adapter_model.safetensors"), device=str(next(peft_model.parameters()).device))
-    result = set_peft_model_state_dict(peft_model, weights)
+    if field is None or (ckpt / "MANIFEST.json").is_file():
+        verify(ckpt)  # again, right before loading
+    weights = load_file(str(ckpt / ADAPTER_WEIGHTS), device=str(next(peft_model.parameters()).device))
+    try:
+        result = set_peft_model_state_dict(peft_model, weights)
+    except RuntimeError as err:  # size mismatch: another rank or another model
+        if field is None:
+            raise
+        raise ConfigError(field, f"{ckpt}: its weights do not fit this model's LoRA (set lora.r and "
+                                 f"lora.target_modules as the adapter was trained): {str(err)[:300]}") from None
     if getattr(result, "unexpected_keys", None):
-        raise RuntimeError(f"{ckpt}: adapter has unexpected keys {result.unexpected_keys[:5]}")
+        raise ConfigError(field or "resume", f"{ckpt}: adapter has unexpected keys {result.unexpected_keys[:5]}")
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise ConfigError(field or "resume", f"{ckpt}: adapter lacks {len(missing)} LoRA weights of this model "
+                                             f"(e.g. {missing[0]}); set lora.target_modules as it was trained")
 
 
 def _load_state(ckpt: Path, raw_objective, opt, sched, stream, rank: int, fsdp: bool) -> int:
