@@ -139,7 +139,9 @@ def test_context_packing_is_turned_off_for_a_model_that_mixes_packed_sequences(t
 
     model = tiny("llama")
     cfg = load_config({"train": {"context_packing": True}})
-    assert check_context_packing(model, cfg) == 0.0 and cfg.train.context_packing
+    # float32 rounding only: packed and padded matmuls differ in shape, so some BLAS kernels (AMD EPYC
+    # here) sum in another order and differ by ~3e-8; a leak between sequences is above 0.1 (below)
+    assert check_context_packing(model, cfg) < 1e-6 and cfg.train.context_packing
     assert check_context_packing(model, cfg, sharded=True) is None  # FSDP: one padded group on every rank
     real = steering.collect_activations
 
