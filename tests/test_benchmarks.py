@@ -20,6 +20,7 @@ SMOKE = [s for s in SCRIPTS if s not in OWN_TEST]
 EXPECT = {
     "ask_tokens.py": ("batched_s", "separate_s", "speedup"),
     "data_build.py": ("examples", "seconds"),
+    "demo_sweep.py": ("seconds", "variants", "finished"),
     "train_step.py": ("step_s", "parts_s", "tokens_per_s", "reference_step_s", "speedup_vs_reference"),
     "gpu_train.py": ("speedup_vs_reference",),
     "score_tokens.py": ("batched_s", "separate_s", "speedup"),
@@ -62,3 +63,18 @@ def test_smoke(script):
         assert len([r for r in out["runs"] if r["run"].startswith("ours")]) == 2
         profiles = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith('{"profile"')]
         assert len(profiles) == 2 and {"ao.forward", "ao.collect", "ao.backward"} <= set(profiles[1]["host_phases_ms"])
+
+
+def test_demo_sweep_paths():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from demo_sweep import resolve
+
+    base = {"data": {"curriculum": [{"steps": 5, "where": {"task": ["a"]}}, {"steps": 7}]}, "optim": {"lr": 1.0}}
+    cfg = resolve(base, {"set": {"optim.lr": 0.5, "data.curriculum.*.where.label": ["x"],
+                                 "data.curriculum.2": {"steps": 9}}}, "v")
+    assert cfg["optim"]["lr"] == 0.5 and base["optim"]["lr"] == 1.0  # the base is not touched
+    assert cfg["data"]["curriculum"] == [{"steps": 5, "where": {"task": ["a"], "label": ["x"]}}, {"steps": 7},
+                                         {"steps": 9}]  # '*' skips the stage without `where`; index 2 appends
+    for bad in ("data.curriculum.4", "optim.nope.x", "data.curriculum.*.nope.x"):
+        with pytest.raises(SystemExit):
+            resolve(base, {"set": {bad: 1}}, "v")
