@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def smoke_sweep(tmp: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sweep", nargs="?", help="sweep YAML (base, max_steps, variants)")
-    ap.add_argument("--out", default="sweep_out")
+    ap.add_argument("--out", default=None, help="output folder (default sweep_out; --smoke: a temporary one)")
     ap.add_argument("--deadline", type=float, default=None, help="stop variants still running after S seconds")
     ap.add_argument("--parallel", type=int, default=None, help="variants at once (default: all on a GPU, 1 on CPU)")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
@@ -164,7 +165,7 @@ def main() -> None:
     ap.add_argument("--data-scale", type=float, default=None)
     ap.add_argument("--smoke", action="store_true", help="one 1-step variant at the smallest size")
     a = ap.parse_args()
-    out = Path(a.out)
+    out = Path(a.out or (tempfile.mkdtemp(prefix="demo_sweep_") if a.smoke else "sweep_out"))
     out.mkdir(parents=True, exist_ok=True)
     if a.smoke:  # one 1-step variant, with a '*' path, at the smallest data and evaluation
         a.sweep, a.max_per_group, a.data_scale, a.only = smoke_sweep(out), 1, 0.02, "lr"
