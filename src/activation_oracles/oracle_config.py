@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 AO_CONFIG = "ao_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # PEFT's file name for the LoRA weights
 MLAO_CONFIG = "mlao_config.json"
 PROMPT_FORMAT = "Layer: {layer}\\n + ' ?' * K + ' \\n' + question"
 # The reference's own description of the same prefix (one block per layer, layer-major).

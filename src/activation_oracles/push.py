@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .oracle_config import AO_CONFIG
+from .oracle_config import ADAPTER_WEIGHTS, AO_CONFIG
 
 CARD = "README.md"
 RESULTS = "results.json"
 # What a hub repo of an oracle needs; checkpoint state (optimizer, RNG, manifest) stays home.
-PUSHED = ("adapter_config.json", "adapter_model.safetensors", AO_CONFIG, CARD, RESULTS)
+PUSHED = ("adapter_config.json", ADAPTER_WEIGHTS, AO_CONFIG, CARD, RESULTS)
 
 
 def _read(path: Path) -> dict:
@@ -124,7 +124,7 @@ def push(adapter_dir: str | Path, repo_id: str, *, private: bool = False, dry_ru
     d = Path(adapter_dir)
     if not (d / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{d}: not a LoRA adapter directory (no adapter_config.json)")
-    if not (d / "adapter_model.safetensors").is_file():
+    if not (d / ADAPTER_WEIGHTS).is_file():
         raise FileNotFoundError(f"{d}: no adapter_model.safetensors (only safetensors weights are pushed)")
     if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"--repo {repo_id!r}: give a hub id like 'user/oracle-qwen3-8b'")

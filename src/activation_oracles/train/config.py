@@ -16,9 +16,8 @@ from typing import Any
 
 import yaml
 
+from ..oracle_config import ADAPTER_WEIGHTS
 from .presets import list_presets, preset_file
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 class ConfigError(ValueError):

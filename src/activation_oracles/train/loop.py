@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..oracle_config import ADAPTER_WEIGHTS
 from .batching import StagedStream, deepest_layer
 from .checkpoint import (
-    CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state, verify,
-    write_manifest,
+    MANIFEST, CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state,
+    verify, write_manifest,
 )
-from .config import ADAPTER_WEIGHTS, ConfigError, TrainConfig, load_config
+from .config import ConfigError, TrainConfig, load_config
 from .dataset import (
     build_configured_mixture, check_data_tokenizer, multi_layers, open_split, open_train_data, resolve_data_dir,
 )
@@ -162,7 +163,7 @@ def prepare(config, *, data: str | None = None, out: str | None = None, resume: 
         if not rd.exists():
             raise ConfigError("resume", f"no such run directory: {rd}")
         ckpt = latest_complete(rd)
-        run_dir = rd if not (rd / "MANIFEST.json").exists() else rd.parent.parent
+        run_dir = rd if not (rd / MANIFEST).exists() else rd.parent.parent
         if config is None:
             saved = run_dir / "config.yaml"
             if not saved.is_file():
@@ -394,7 +395,7 @@ def _load_weights(ckpt: Path, peft_model, field: str | None = None) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    if field is None or (ckpt / "MANIFEST.json").is_file():
+    if field is None or (ckpt / MANIFEST).is_file():
         verify(ckpt)  # again, right before loading
     weights = load_file(str(ckpt / ADAPTER_WEIGHTS), device=str(next(peft_model.parameters()).device))
     try:
