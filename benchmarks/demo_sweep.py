@@ -96,20 +96,19 @@ def launch(name: str, cfg: dict, steps: int | None, out: Path, threads: int, ext
     if steps:
         cmd += ["--max-steps", str(steps)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    log = open(d / "log.txt", "w")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(d / "log.txt", "w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def row(name: str, d: Path, wall: float, finished: bool) -> dict:
+    from activation_oracles.eval.report import read_metrics
+
     r = {"variant": name, "finished": finished, "wall_s": round(wall, 1)}
-    metrics = d / "demo" / "run" / "metrics.jsonl"
-    if metrics.is_file():
-        lines = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-        steps = [m for m in lines if "loss" in m and "step" in m]
-        if steps:
-            r["steps"] = steps[-1]["step"]
-            tail = [m["loss/classification"] for m in steps[-50:] if "loss/classification" in m]
-            r["cls_loss_last50"] = round(sum(tail) / len(tail), 4) if tail else None
+    steps = [m for m in read_metrics(d / "demo" / "run" / "metrics.jsonl") if "loss" in m and "step" in m]
+    if steps:
+        r["steps"] = steps[-1]["step"]
+        tail = [m["loss/classification"] for m in steps[-50:] if "loss/classification" in m]
+        r["cls_loss_last50"] = round(sum(tail) / len(tail), 4) if tail else None
     summary = d / "demo" / "summary.json"
     if not summary.is_file():
         return r
@@ -173,6 +172,7 @@ def main() -> None:
         ap.error("give a sweep YAML (or --smoke)")
     import torch
 
+    from activation_oracles.fsutil import atomic_write_text
     from activation_oracles.models import embedded_model_dir
 
     base_name, base, spec = load_sweep(Path(a.sweep))
@@ -211,7 +211,7 @@ def main() -> None:
     rows = [done[n] for n in names]
     result = {"base": base_name, "device": "cuda" if gpu else "cpu", "seconds": round(time.time() - t0, 1),
               "variants": len(rows), "rows": rows}
-    (out / "sweep.json").write_text(json.dumps(result, indent=1))
+    atomic_write_text(out / "sweep.json", json.dumps(result, indent=1))
     print(table(rows))
     print(json.dumps({k: result[k] for k in ("base", "device", "seconds", "variants")}
                      | {"finished": sum(r["finished"] for r in rows)}))
