@@ -120,6 +120,7 @@ def row(name: str, d: Path, wall: float, finished: bool) -> dict:
         "trained_no_injection": s.get("mean_no_injection"), "trained_probe": s.get("mean_probe"),
         "part1": bar.get("trained", {}).get("met"),
         "heldout_oracle": held.get("mean_oracle"), "heldout_untrained": held.get("mean_untrained"),
+        "heldout_text": held.get("mean_text"),
         "part2": held.get("met"),
         "next_oracle": cp.get("future", {}).get("oracle", {}).get("acc"),
         "prev_oracle": cp.get("past", {}).get("oracle", {}).get("acc"),
@@ -137,10 +138,10 @@ def row(name: str, d: Path, wall: float, finished: bool) -> dict:
 
 def table(rows: list[dict]) -> str:
     f = lambda v: "  -  " if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
-    head = ("variant", "steps", "wall_s", "trained", "untr", "probe", "p1", "heldout", "untr", "p2", "next",
+    head = ("variant", "steps", "wall_s", "trained", "untr", "probe", "p1", "heldout", "untr", "text", "p2", "next",
             "prev", "clsloss")
     keys = ("variant", "steps", "wall_s", "trained_oracle", "trained_untrained", "trained_probe", "part1",
-            "heldout_oracle", "heldout_untrained", "part2", "next_oracle", "prev_oracle", "cls_loss_last50")
+            "heldout_oracle", "heldout_untrained", "heldout_text", "part2", "next_oracle", "prev_oracle", "cls_loss_last50")
     lines = [" | ".join(head)] + [" | ".join(f(r.get(k)) for k in keys) for r in rows]
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ EXPECT = {
     "train_step.py": ("step_s", "parts_s", "tokens_per_s", "reference_step_s", "speedup_vs_reference"),
     "gpu_train.py": ("speedup_vs_reference",),
     "score_tokens.py": ("batched_s", "separate_s", "speedup"),
+    "text_transfer.py": ("seconds", "final_loss"),
 }
 # gpu_train.py must run where `datasets` (and so pyarrow) is not installed: the GPU machine.
 NO_DATASETS = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "

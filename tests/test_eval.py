@@ -220,3 +220,31 @@ def test_choice_scoring_keeps_p_yes_for_calibration(tmp_path, small_mixture, tin
     write_report(tmp_path / "out", results, summary)
     assert (tmp_path / "out" / "reliability.png").stat().st_size > 0
     assert "## Calibration" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_text_baseline_asks_the_base_model_about_the_tokens_the_oracle_reads(tmp_path, small_mixture, tiny30):
+    from activation_oracles.eval.classification import ALL_METHODS, group_rows, text_prompt
+    from activation_oracles.steering import choice_probs
+
+    model, tok = tiny30
+    (key, idx), = [(k, v) for k, v in group_rows(small_mixture["test"], tasks=["sst2"], max_per_group=5).items()
+                   if k[1] == "multi"]
+    rows = [small_mixture["test"][i] for i in idx]
+    r = rows[0]
+    shown = tok.decode(text_prompt(tok, r))
+    source = tok.decode([r["context_input_ids"][p] for p in r["context_positions"]], skip_special_tokens=True).strip()
+    assert f"Text: {source}\n{r['question']}" in shown and " ?" * 3 not in shown
+    results = evaluate_classification(model, tok, small_mixture, tasks=["sst2"], max_per_group=5, batch_size=5,
+                                      methods=("oracle", "untrained", "no_injection", "text"), progress=False)
+    got = next(g for g in results if (g.dataset, g.variant) == key).scores["text"]
+    want = choice_probs(model, tok, [text_prompt(tok, x) for x in rows], [[] for _ in rows], None,
+                        method="first_token").probs[:, 0].tolist()
+    assert np.allclose(got.p_yes, want, atol=1e-5) and got.n == 5
+    assert got.p_yes != next(g for g in results if (g.dataset, g.variant) == key).scores["untrained"].p_yes
+    summary = summarize(results, heldout_tasks=["sst2"])
+    assert summary["bar"]["heldout"]["mean_text"] == pytest.approx(np.mean([g.scores["text"].acc for g in results]))
+    text = write_report(tmp_path, results, summary).read_text()
+    assert "model reads the text |" in text and "the model reading the text itself" in text
+    assert "text" in ALL_METHODS
+    with pytest.raises(ValueError, match="unknown \\['txt'\\]"):
+        evaluate_classification(model, tok, small_mixture, tasks=["sst2"], methods=("txt",), progress=False)

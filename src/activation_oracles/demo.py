@@ -83,6 +83,7 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
 
     from .data import build_mixture
     from .data.mixture import saved_dir
+    from .eval.classification import ALL_METHODS
     from .eval.run import run_eval
     from .models import default_device
     from .oracle import Oracle
@@ -119,7 +120,7 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
         oracle, dd, out, tasks=trained + heldout, max_per_group=max_per_group,
         max_per_task={t: max(1, max_per_group // 2) for t in heldout}, metrics_path=out / "metrics.jsonl",
         title=f"Activation oracle demo: SmolLM2-135M-Instruct on {'GPU' if device == 'cuda' else 'CPU'}",
-        bar_tasks=trained, heldout_tasks=heldout,
+        bar_tasks=trained, heldout_tasks=heldout, methods=ALL_METHODS,
         cp_per_direction=max_per_group, autocast=cfg.train.autocast, extra_md=handwritten_markdown(asked),
         meta={"preset": preset, "base_model": model, "adapter": str(out / "adapter"),
               "train_examples": len(dd["train"]), "test_examples": len(dd["test"])},
@@ -181,12 +182,12 @@ def demo_mixture(cfg, model: str, data_scale: float | None):
 
 def print_summary(results, summary, samples, out: Path, asked=()) -> None:
     print("\nHeld-out yes/no accuracy, questions about every class (trained oracle | untrained | no injection | "
-          "linear probe):")
+          "linear probe | the model reading the text):")
     for r in results:
         s = {m: v.acc for m, v in r.scores.items()}
         fmt = lambda m: f"{s[m]:.2f}" if m in s else "  – "  # noqa: E731
         print(f"  {r.dataset:>24s} {r.variant:6s}  {fmt('oracle')} | {fmt('untrained')} | {fmt('no_injection')} | "
-              f"{fmt('probe')}   (n={r.n})")
+              f"{fmt('probe')} | {fmt('text')}   (n={r.n})")
     if "bar" in summary:
         from .eval.report import bar_markdown
 

@@ -4,7 +4,11 @@ For each (dataset, variant) group of test rows:
 - ``oracle``: the trained oracle, activations injected;
 - ``untrained``: the same injection into the base model with the adapter off (Patchscopes-style);
 - ``no_injection``: the trained oracle with the placeholders left alone (what priors alone answer);
-- ``probe``: logistic regression on the very activations injected, trained on the train split.
+- ``probe``: logistic regression on the very activations injected, trained on the train split;
+- ``text`` (when asked for): the base model (adapter off) reads the tokens the oracle reads, decoded back to
+  text, and is asked the same question. What the model says when it sees the input itself: a trained
+  oracle far above it reads something the model does not say, and a held-out task where it is at chance is
+  one where the model does not answer the question even about the text.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from tqdm.auto import tqdm
 
 from ..hooks import collect_activations
 from ..models import model_device
-from ..prompt import prompt_length
+from ..prompt import chat_ids, prompt_length
 from ..steering import choice_probs, generate_answers, left_pad
 from .calibration import expected_calibration_error
 from .probe import pool, probe_predictions
 from .scoring import score, wilson_interval
 
 METHODS = ("oracle", "untrained", "no_injection", "probe")
+ALL_METHODS = (*METHODS, "text")
 VARIANTS = ("single", "multi", "full")
 
 
@@ -132,6 +137,14 @@ def prompt_of(row) -> list[int]:
     return list(row["input_ids"][: prompt_length(row["labels"])])
 
 
+def text_prompt(tokenizer, row) -> list[int]:
+    """The `text` baseline's prompt: the row's source tokens as text (special tokens dropped) and its question."""
+    ids = np.asarray(row["context_input_ids"])[np.asarray(row["context_positions"], dtype=np.int64)]
+    text = tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip()
+    return chat_ids(tokenizer, [{"role": "user", "content": f"Text: {text}\n{row['question']}"}],
+                    add_generation_prompt=True)
+
+
 SCORINGS = ("choice", "generate")
 YES_NO = ("Yes", "No")
 
@@ -145,9 +158,10 @@ def adapter_off(model, off: bool = True):
 
 
 def answers(model, tokenizer, rows, vectors, *, hook_layer: int, adapter: bool, steer: bool,
-            batch_size: int = 32, max_new_tokens: int = 3, scoring: str = "choice") -> MethodScore:
+            batch_size: int = 32, max_new_tokens: int = 3, scoring: str = "choice",
+            prompts: list[list[int]] | None = None) -> MethodScore:
     """Scores of one method on `rows`. `adapter=False` turns a PEFT adapter off, `steer=False` skips
-    injection. `scoring="choice"`: Yes vs No at the first answer token (one forward; format-correct =
+    injection; `prompts` replace the rows' oracle prompts (no placeholders, so no injection). `scoring="choice"`: Yes vs No at the first answer token (one forward; format-correct =
     greedy would start with Yes or No; P(Yes) kept for calibration); `"generate"`: greedy text, first word
     compared."""
     if scoring not in SCORINGS:
@@ -156,8 +170,11 @@ def answers(model, tokenizer, rows, vectors, *, hook_layer: int, adapter: bool, 
     with adapter_off(model, not adapter):
         for s in range(0, len(rows), batch_size):
             chunk = rows[s : s + batch_size]
-            args = (model, tokenizer, [prompt_of(r) for r in chunk], [list(r["positions"]) for r in chunk],
-                    vectors[s : s + batch_size] if steer else None)
+            if prompts is None:
+                args = (model, tokenizer, [prompt_of(r) for r in chunk], [list(r["positions"]) for r in chunk],
+                        vectors[s : s + batch_size] if steer else None)
+            else:
+                args = (model, tokenizer, prompts[s : s + batch_size], [[] for _ in chunk], None)
             if scoring == "choice":
                 sc = choice_probs(*args, choices=YES_NO, hook_layer=hook_layer, method="first_token")
                 p_yes = sc.probs[:, 0].float().cpu().tolist()
@@ -195,8 +212,11 @@ def evaluate_classification(
     scoring: str = "choice",
     max_per_task: dict[str, int] | None = None,
 ) -> list[GroupResult]:
-    """Score every method on every (dataset, variant) group of `data["test"]`. `max_per_task` caps the
-    questions of some datasets below `max_per_group` (e.g. held-out tasks, where fewer suffice)."""
+    """Score every method (of ALL_METHODS) on every (dataset, variant) group of `data["test"]`. `max_per_task`
+    caps the questions of some datasets below `max_per_group` (e.g. held-out tasks, where fewer suffice)."""
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"methods: unknown {unknown}; use some of {', '.join(ALL_METHODS)}")
     test = data["test"]
     train = data["train"] if "train" in data else None
     pad = tokenizer.pad_token_id
@@ -216,13 +236,15 @@ def evaluate_classification(
         rows = [test[i] for i in idx]
         vecs = cache.vectors(rows)
         res = GroupResult(dataset, variant, len(rows))
-        settings = {"oracle": (True, True), "untrained": (False, True), "no_injection": (True, False)}
+        settings = {"oracle": (True, True), "untrained": (False, True), "no_injection": (True, False),
+                    "text": (False, False)}
         for m in methods:
             if m == "probe":
                 continue
             adapter, steer = settings[m]
             got = answers(model, tokenizer, rows, vecs, hook_layer=hook_layer, adapter=adapter and has_adapter,
-                          steer=steer, batch_size=batch_size, scoring=scoring)
+                          steer=steer, batch_size=batch_size, scoring=scoring,
+                          prompts=[text_prompt(tokenizer, r) for r in rows] if m == "text" else None)
             res.scores[m] = got
         if "probe" in methods and (dataset, variant) in train_groups:
             tr_rows = [train[i] for i in train_groups[(dataset, variant)]]
@@ -269,12 +291,13 @@ def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_
                 and (bar_tasks is None or r.dataset in bar_tasks)]
     out: dict = {"probe_threshold": probe_threshold, "eligible_groups": [f"{r.dataset}/{r.variant}" for r in eligible],
                  "bar_tasks": sorted(bar_tasks) if bar_tasks is not None else "all", "thresholds": dict(BAR)}
-    for m in METHODS:
+    methods = [m for m in ALL_METHODS if m in METHODS or any(m in r.scores for r in results)]
+    for m in methods:
         out[f"mean_{m}"] = _mean(eligible, m)
         out[f"mean_all_{m}"] = _mean(results, m)
-    out["ece"] = {m: expected_calibration_error(*pooled_probs(results, m)) for m in METHODS
+    out["ece"] = {m: expected_calibration_error(*pooled_probs(results, m)) for m in methods
                   if any(m in r.scores and r.scores[m].p_yes for r in results)}
-    out["per_variant"] = {v: {m: _mean([r for r in eligible if r.variant == v], m) for m in METHODS}
+    out["per_variant"] = {v: {m: _mean([r for r in eligible if r.variant == v], m) for m in methods}
                           for v in VARIANTS if any(r.variant == v for r in eligible)}
     parts: dict[str, dict] = {}
     if eligible and out["mean_oracle"] is not None:
@@ -296,6 +319,7 @@ def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_
         o, u = _mean(held, "oracle"), _mean(held, "untrained")
         parts["heldout"] = {"groups": [f"{r.dataset}/{r.variant}" for r in held], "mean_oracle": o,
                             "mean_untrained": u, "mean_no_injection": _mean(held, "no_injection"),
+                            "mean_text": _mean(held, "text"),
                             "met": o is not None and u is not None and o - u >= BAR["heldout_over_untrained"]}
     if context_prediction:
         cp = {d: {m: s.to_dict() for m, s in ms.items()} for d, ms in context_prediction.items()}

@@ -18,14 +18,18 @@ def eval_command(
     scoring: str = typer.Option("choice", "--scoring",
                                 help="choice: Yes vs No at the first answer token (one forward); "
                                      "generate: greedy text, first word compared."),
+    text: bool = typer.Option(True, "--text/--no-text",
+                              help="Also ask the base model about the input as plain text (the `text` column)."),
     device: str | None = typer.Option(None, "--device"),
 ):
     """Score an oracle per task (single- and multi-token separately) against the untrained oracle,
-    the no-injection control and a linear probe on the same activations, with 95 % intervals."""
+    the no-injection control and a linear probe on the same activations, and the base model reading the
+    same tokens as text, with 95 % intervals."""
     from transformers.utils import logging as hf_logging
 
     from ..oracle import Oracle
     from ..oracle_config import read_ao_config
+    from .classification import ALL_METHODS, METHODS
     from .run import eval_data, run_eval
 
     hf_logging.disable_progress_bar()
@@ -36,6 +40,7 @@ def eval_command(
         dd = eval_data(data, base, task_list)
         _, summary, samples, report = run_eval(
             oracle, dd, out, tasks=task_list, max_per_group=max_per_group, metrics_path=metrics, scoring=scoring,
+            methods=ALL_METHODS if text else METHODS,
             meta={"adapter": adapter or "none (untrained)", "base_model": base, "data": data or "built-in"},
         )
     except (ValueError, FileNotFoundError) as e:

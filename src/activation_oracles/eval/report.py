@@ -7,11 +7,11 @@ from pathlib import Path
 
 from ..fsutil import atomic_write_text
 from .calibration import plot_reliability
-from .classification import METHODS, GroupResult, pooled_probs
+from .classification import ALL_METHODS, GroupResult, pooled_probs
 
 VARIANT_LABELS = {"single": "single token", "multi": "multi-token window", "full": "whole prompt (all tokens)"}
 LABELS = {"oracle": "trained oracle", "untrained": "untrained oracle", "no_injection": "no injection",
-          "probe": "linear probe"}
+          "probe": "linear probe", "text": "model reads the text"}
 
 
 def _fmt(s: dict | None) -> str:
@@ -52,6 +52,10 @@ def plot_losses(metrics: list[dict], out: Path) -> Path | None:
     return out
 
 
+def present_methods(results: list[GroupResult]) -> list[str]:
+    return [m for m in ALL_METHODS if any(m in r.scores for r in results)]
+
+
 def plot_accuracy(results: list[GroupResult], out: Path) -> Path:
     import matplotlib
 
@@ -60,7 +64,7 @@ def plot_accuracy(results: list[GroupResult], out: Path) -> Path:
     import numpy as np
 
     names = [f"{r.dataset}\n{r.variant}" for r in results]
-    methods = [m for m in METHODS if any(m in r.scores for r in results)]
+    methods = present_methods(results)
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(results)), 4.5))
     x = np.arange(len(results))
@@ -118,7 +122,9 @@ def bar_markdown(summary: dict) -> list[str]:
         lines.append(f"2. Held-out tasks never trained on ({len(h['groups'])} groups): {_holds(h['met'])}. "
                      f"Oracle {h['mean_oracle']:.3f} vs untrained {h['mean_untrained']:.3f} "
                      f"({h['mean_oracle'] - h['mean_untrained']:+.3f}, need "
-                     f"+{th.get('heldout_over_untrained', 0.1):.2f}); no injection {h['mean_no_injection']:.3f}.")
+                     f"+{th.get('heldout_over_untrained', 0.1):.2f}); no injection {h['mean_no_injection']:.3f}"
+                     + (f"; the model reading the text itself {h['mean_text']:.3f}" if h.get("mean_text") is not None
+                        else "") + ".")
     if "context_prediction" in b:
         cp = b["context_prediction"]
         rates = "; ".join(f"{'next' if d == 'future' else 'previous'} token: oracle {ms['oracle']['acc']:.3f} "
@@ -146,16 +152,17 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
     lines = [f"# {title}", ""]
     if meta:
         lines += [f"- {k}: {v}" for k, v in meta.items()] + [""]
+    methods = present_methods(results)
     lines += ["## Held-out yes/no classification", "",
               "Accuracy with 95 % Wilson intervals; `n` held-out questions per group. " + SCORING_NOTE.get(
                   (meta or {}).get("scoring", "choice"), ""), "",
-              "| dataset | variant | n | " + " | ".join(LABELS[m] for m in METHODS) + " | oracle format-correct |",
-              "|---|---|---|" + "---|" * len(METHODS) + "---|"]
+              "| dataset | variant | n | " + " | ".join(LABELS[m] for m in methods) + " | oracle format-correct |",
+              "|---|---|---|" + "---|" * len(methods) + "---|"]
     for r in results:
         d = r.to_dict()["scores"]
         fmt = d.get("oracle", {}).get("format_acc")
         tail = f" | {fmt:.2f} |" if fmt is not None else " | – |"
-        lines.append(f"| {r.dataset} | {r.variant} | {r.n} | " + " | ".join(_fmt(d.get(m)) for m in METHODS) + tail)
+        lines.append(f"| {r.dataset} | {r.variant} | {r.n} | " + " | ".join(_fmt(d.get(m)) for m in methods) + tail)
     lines += ["", "## Summary", ""]
     th = summary.get("probe_threshold", 0.75)
     scope = summary.get("bar_tasks", "all")
@@ -163,7 +170,11 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
     lines.append(f"Groups whose linear probe reaches {th:.0%}{among}: "
                  f"{', '.join(summary.get('eligible_groups', [])) or 'none'}.")
     lines.append("")
-    for m in METHODS:
+    if "text" in methods:
+        lines.append("`model reads the text`: the base model, adapter off, reads the tokens the oracle reads as "
+                     "plain text and is asked the same question (what the model says about its input when asked).")
+        lines.append("")
+    for m in methods:
         v, a = summary.get(f"mean_{m}"), summary.get(f"mean_all_{m}")
         lines.append(f"- {LABELS[m]}: mean over those groups {v:.3f}, over all groups {a:.3f}" if v is not None and a is not None
                      else f"- {LABELS[m]}: over all groups {a:.3f}" if a is not None else f"- {LABELS[m]}: –")

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..fsutil import atomic_write_text
-from .classification import evaluate_classification, summarize
+from .classification import METHODS, evaluate_classification, summarize
 from .report import write_report
 from .samples import sample_answers, samples_markdown
 
@@ -47,11 +47,11 @@ def eval_data(data: str | None, model: str, tasks=None, *, test_count: int = 200
 def run_eval(oracle, data, out_dir, *, tasks=None, max_per_group: int | None = 200, metrics_path=None,
              title: str = "Oracle evaluation", meta: dict | None = None, samples: int = 1, progress: bool = True,
              scoring: str = "choice", bar_tasks=None, heldout_tasks=None, max_per_task: dict | None = None,
-             cp_per_direction: int = 0, extra_md: str = "", autocast: str | None = None):
+             cp_per_direction: int = 0, extra_md: str = "", autocast: str | None = None, methods=METHODS):
     """Evaluate `oracle` (an `Oracle`) on `data` (a DatasetDict) and write the report into `out_dir`.
     `heldout_tasks`: datasets never trained on (their own part of the bar); `cp_per_direction`: held-out
     context-prediction rows scored per direction (0: skipped); `autocast="bf16"`: forwards in bf16, as the
-    oracle was trained (about twice as fast on CPUs with bf16 units)."""
+    oracle was trained (about twice as fast on CPUs with bf16 units); `methods`: of classification.ALL_METHODS."""
     from ..models import model_device
     from ..train.objective import autocast_ctx
     from .classification import SourceCache
@@ -63,7 +63,7 @@ def run_eval(oracle, data, out_dir, *, tasks=None, max_per_group: int | None = 2
     with autocast_ctx(autocast, model_device(model)):
         results = evaluate_classification(model, tok, data, hook_layer=oracle.hook_layer, tasks=tasks,
                                           max_per_group=max_per_group, progress=progress, scoring=scoring,
-                                          max_per_task=max_per_task)
+                                          max_per_task=max_per_task, methods=methods)
         if cp_per_direction:
             cp = evaluate_context_prediction(model, tok, data["test"], hook_layer=oracle.hook_layer,
                                              per_direction=cp_per_direction, progress=progress,

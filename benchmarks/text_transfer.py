@@ -1,0 +1,171 @@
+"""Does the target model itself transfer yes/no question reading to tasks it never trained on, when it
+reads the text? The ceiling for `ao demo`'s part 2 (held-out tasks), without activations.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/text_transfer.py [--steps 400] [--lr 5e-4]
+    PYTHONPATH=src .venv/bin/python benchmarks/text_transfer.py --smoke    # tiny model, 2 steps
+
+The model (SmolLM2-135M-Instruct unless --model) reads `"Text: {sentence}\\n{question}"` in a user turn and
+answers Yes or No (forced choice at the first answer token, as the oracle's evaluation scores). Built-in
+tasks; every class asked, half the answers Yes. Scored before and after a LoRA (r16, all linear, linear
+warm-up and decay) is trained on the demo's four tasks (--train-tasks), on one fifth of their sentences held
+out and on the eval-only tasks (--heldout-tasks), which it never sees. Per task: accuracy, the share of
+"Yes" answers, and ROC AUC of P(Yes) (whether the answer carries signal even where a bias toward one answer
+hides it from accuracy). The last line printed is one JSON object. `--save DIR` keeps the trained LoRA
+(PEFT format, loadable as a run's `lora.init_from` when rank and target modules match).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / "src"), str(HERE)]
+
+from activation_oracles.data.classification import load_task  # noqa: E402
+from activation_oracles.models import DEFAULT_MODEL, load_model  # noqa: E402
+from activation_oracles.prompt import chat_ids  # noqa: E402
+from activation_oracles.steering import choice_probs, choice_token_ids, left_pad  # noqa: E402
+from activation_oracles.train.loop import lr_lambda  # noqa: E402
+
+TRAIN = "sst2,md_gender,ner,tense"
+HELDOUT = "ag_news,language_identification,singular_plural"
+
+
+def parse():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model spec (default: the embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--train-tasks", default=TRAIN)
+    ap.add_argument("--heldout-tasks", default=HELDOUT)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--per-task", type=int, default=120, help="questions scored per task")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", default=None, help="save the trained LoRA here (PEFT format: a run's lora.init_from)")
+    ap.add_argument("--smoke", action="store_true", help="tiny random model, 2 steps, 8 questions per task")
+    return ap.parse_args()
+
+
+def held_out(text: str) -> bool:
+    return zlib.crc32(text.encode()) % 5 == 0
+
+
+def ask(task, items, n: int, rng: random.Random) -> list[tuple[str, str, int]]:
+    """n (sentence, question, yes) with every class asked and n // 2 answers Yes."""
+    classes, rows, n_yes = sorted(task.templates), [], 0
+    while len(rows) < n:
+        c = rng.choice(classes)
+        text, ys = rng.choice(items)
+        yes = c in ys
+        if (yes and n_yes >= n // 2) or (not yes and len(rows) - n_yes >= n - n // 2):
+            continue
+        n_yes += yes
+        rows.append((text, rng.choice(task.templates[c]), int(yes)))
+    return rows
+
+
+def prompt(tok, text: str, question: str) -> list[int]:
+    return chat_ids(tok, [{"role": "user", "content": f"Text: {text}\n{question}"}], add_generation_prompt=True)
+
+
+@torch.no_grad()
+def score(model, tok, rows) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    p = []
+    for s in range(0, len(rows), 16):
+        chunk = rows[s : s + 16]
+        sc = choice_probs(model, tok, [prompt(tok, x, q) for x, q, _ in chunk], [[] for _ in chunk], None,
+                          method="first_token")
+        p += sc.probs[:, 0].float().tolist()
+    y, p = np.array([r[2] for r in rows]), np.array(p)
+    auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+    return {"acc": float(((p >= 0.5) == y).mean()), "yes_rate": float((p >= 0.5).mean()), "auc": auc}
+
+
+def report(model, tok, evalsets, train_tasks, tag) -> dict:
+    model.eval()
+    out = {name: score(model, tok, rows) for name, rows in evalsets.items()}
+    for name, r in out.items():
+        print(f"{tag:5s} {name:24s} acc {r['acc']:.3f}  yes {r['yes_rate']:.2f}  auc {r['auc']:.3f}", flush=True)
+    mean = lambda names: float(np.mean([out[n]["acc"] for n in names]))  # noqa: E731
+    out["mean_trained"] = mean([n for n in evalsets if n in train_tasks])
+    out["mean_heldout"] = mean([n for n in evalsets if n not in train_tasks])
+    print(f"{tag:5s} mean: trained tasks {out['mean_trained']:.3f}, held-out tasks {out['mean_heldout']:.3f}", flush=True)
+    return out
+
+
+def train(model, tok, tasks, train_tasks, args):
+    """The model wrapped in a fresh LoRA and trained on the train tasks' sentences; and its losses."""
+    from peft import LoraConfig, get_peft_model
+
+    rng = random.Random(args.seed + 1)
+    pool = {n: [it for it in tasks[n].items if not held_out(it[0])] for n in train_tasks}
+    yes_id, no_id = choice_token_ids(tok, ("Yes", "No"))
+    model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0,
+                                             target_modules="all-linear", task_type="CAUSAL_LM"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.steps, 0.1, "linear"))
+    model.train()
+    losses, t0 = [], time.time()
+    for step in range(args.steps):
+        # a balanced pair per draw, one of it kept: ask() with n=1 would never give a Yes
+        batch = [rng.choice(ask(tasks[n], pool[n], 2, rng)) for n in (rng.choice(train_tasks) for _ in range(args.batch))]
+        ids, mask, _ = left_pad([prompt(tok, x, q) + [yes_id if y else no_id] for x, q, y in batch],
+                                tok.pad_token_id or 0)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the rows' positions
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -2]
+        loss = F.cross_entropy(logits.float(), ids[:, -1])
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+        if (step + 1) % 50 == 0 or step + 1 == args.steps:
+            print(f"step {step + 1}: loss {np.mean(losses[-50:]):.3f} ({time.time() - t0:.0f} s)", flush=True)
+    return model, losses
+
+
+def main():
+    args = parse()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = args.model
+    if args.smoke:
+        import tempfile
+
+        from train_step import tiny_setup
+
+        spec = tiny_setup(Path(tempfile.mkdtemp(prefix="ao-bench-")))["model.spec"]
+        args.steps, args.per_task = 2, 8
+    t0 = time.time()
+    torch.manual_seed(args.seed)
+    model, tok = load_model(spec or DEFAULT_MODEL, device="cpu", dtype=torch.float32)
+    train_tasks = args.train_tasks.split(",")
+    names = train_tasks + args.heldout_tasks.split(",")
+    tasks = {n: load_task(n, "builtin") for n in names}
+    evalsets = {n: ask(tasks[n], [it for it in tasks[n].items if held_out(it[0]) or n not in train_tasks],
+                       args.per_task, random.Random(args.seed + 7)) for n in names}
+    before = report(model, tok, evalsets, train_tasks, "base")
+    model, losses = train(model, tok, tasks, train_tasks, args)
+    after = report(model, tok, evalsets, train_tasks, "tuned")
+    if args.save:
+        model.save_pretrained(args.save)
+    print(json.dumps({"base": before, "tuned": after, "steps": args.steps, "lr": args.lr,
+                      "final_loss": float(np.mean(losses[-50:])), "seconds": round(time.time() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()
