@@ -161,7 +161,8 @@ def answers(model, tokenizer, rows, vectors, *, hook_layer: int, adapter: bool, 
             batch_size: int = 32, max_new_tokens: int = 3, scoring: str = "choice",
             prompts: list[list[int]] | None = None) -> MethodScore:
     """Scores of one method on `rows`. `adapter=False` turns a PEFT adapter off, `steer=False` skips
-    injection; `prompts` replace the rows' oracle prompts (no placeholders, so no injection). `scoring="choice"`: Yes vs No at the first answer token (one forward; format-correct =
+    injection; `prompts` replace the rows' oracle prompts (no placeholders, so no injection).
+    `scoring="choice"`: Yes vs No at the first answer token (one forward; format-correct =
     greedy would start with Yes or No; P(Yes) kept for calibration); `"generate"`: greedy text, first word
     compared."""
     if scoring not in SCORINGS:
