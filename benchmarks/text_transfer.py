@@ -32,9 +32,9 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "src"), str(HERE)]
 
 from activation_oracles.data.classification import load_task  # noqa: E402
+from activation_oracles.eval.classification import answers, ask_about_text  # noqa: E402
 from activation_oracles.models import DEFAULT_MODEL, load_model  # noqa: E402
-from activation_oracles.prompt import chat_ids  # noqa: E402
-from activation_oracles.steering import choice_probs, choice_token_ids, left_pad  # noqa: E402
+from activation_oracles.steering import choice_token_ids, left_pad  # noqa: E402
 from activation_oracles.train.loop import lr_lambda  # noqa: E402
 
 TRAIN = "sst2,md_gender,ner,tense"
@@ -76,21 +76,14 @@ def ask(task, items, n: int, rng: random.Random) -> list[tuple[str, str, int]]:
     return rows
 
 
-def prompt(tok, text: str, question: str) -> list[int]:
-    return chat_ids(tok, [{"role": "user", "content": f"Text: {text}\n{question}"}], add_generation_prompt=True)
-
-
 @torch.no_grad()
 def score(model, tok, rows) -> dict:
+    """Forced-choice Yes vs No, as `ao eval`'s `text` column asks (the same prompt and scoring)."""
     from sklearn.metrics import roc_auc_score
 
-    p = []
-    for s in range(0, len(rows), 16):
-        chunk = rows[s : s + 16]
-        sc = choice_probs(model, tok, [prompt(tok, x, q) for x, q, _ in chunk], [[] for _ in chunk], None,
-                          method="first_token")
-        p += sc.probs[:, 0].float().tolist()
-    y, p = np.array([r[2] for r in rows]), np.array(p)
+    got = answers(model, tok, [{"target": "Yes" if y else "No"} for _, _, y in rows], None, hook_layer=1,
+                  adapter=True, steer=False, batch_size=16, prompts=[ask_about_text(tok, x, q) for x, q, _ in rows])
+    y, p = np.array(got.yes), np.array(got.p_yes)
     auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
     return {"acc": float(((p >= 0.5) == y).mean()), "yes_rate": float((p >= 0.5).mean()), "auc": auc}
 
@@ -123,7 +116,7 @@ def train(model, tok, tasks, train_tasks, args):
     for step in range(args.steps):
         # a balanced pair per draw, one of it kept: ask() with n=1 would never give a Yes
         batch = [rng.choice(ask(tasks[n], pool[n], 2, rng)) for n in (rng.choice(train_tasks) for _ in range(args.batch))]
-        ids, mask, _ = left_pad([prompt(tok, x, q) + [yes_id if y else no_id] for x, q, y in batch],
+        ids, mask, _ = left_pad([ask_about_text(tok, x, q) + [yes_id if y else no_id] for x, q, y in batch],
                                 tok.pad_token_id or 0)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the rows' positions
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -2]

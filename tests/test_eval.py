@@ -223,7 +223,7 @@ def test_choice_scoring_keeps_p_yes_for_calibration(tmp_path, small_mixture, tin
 
 
 def test_text_baseline_asks_the_base_model_about_the_tokens_the_oracle_reads(tmp_path, small_mixture, tiny30):
-    from activation_oracles.eval.classification import ALL_METHODS, group_rows, text_prompt
+    from activation_oracles.eval.classification import group_rows, text_prompt
     from activation_oracles.steering import choice_probs
 
     model, tok = tiny30
@@ -245,6 +245,5 @@ def test_text_baseline_asks_the_base_model_about_the_tokens_the_oracle_reads(tmp
     assert summary["bar"]["heldout"]["mean_text"] == pytest.approx(np.mean([g.scores["text"].acc for g in results]))
     text = write_report(tmp_path, results, summary).read_text()
     assert "model reads the text |" in text and "the model reading the text itself" in text
-    assert "text" in ALL_METHODS
     with pytest.raises(ValueError, match="unknown \\['txt'\\]"):
         evaluate_classification(model, tok, small_mixture, tasks=["sst2"], methods=("txt",), progress=False)

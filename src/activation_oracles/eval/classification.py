@@ -137,12 +137,15 @@ def prompt_of(row) -> list[int]:
     return list(row["input_ids"][: prompt_length(row["labels"])])
 
 
+def ask_about_text(tokenizer, text: str, question: str) -> list[int]:
+    """A question about a text the model reads itself: one user turn, ready for the answer."""
+    return chat_ids(tokenizer, [{"role": "user", "content": f"Text: {text}\n{question}"}], add_generation_prompt=True)
+
+
 def text_prompt(tokenizer, row) -> list[int]:
     """The `text` baseline's prompt: the row's source tokens as text (special tokens dropped) and its question."""
     ids = np.asarray(row["context_input_ids"])[np.asarray(row["context_positions"], dtype=np.int64)]
-    text = tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip()
-    return chat_ids(tokenizer, [{"role": "user", "content": f"Text: {text}\n{row['question']}"}],
-                    add_generation_prompt=True)
+    return ask_about_text(tokenizer, tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip(), row["question"])
 
 
 SCORINGS = ("choice", "generate")
