@@ -33,7 +33,7 @@ sys.path[:0] = [str(HERE.parent / "src"), str(HERE)]
 
 from activation_oracles.data.classification import load_task  # noqa: E402
 from activation_oracles.eval.classification import answers, ask_about_text  # noqa: E402
-from activation_oracles.models import DEFAULT_MODEL, load_model  # noqa: E402
+from activation_oracles.models import DEFAULT_MODEL, default_device, load_model  # noqa: E402
 from activation_oracles.steering import choice_token_ids, left_pad  # noqa: E402
 from activation_oracles.train.loop import lr_lambda  # noqa: E402
 
@@ -52,8 +52,14 @@ def parse():
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--per-task", type=int, default=120, help="questions scored per task")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when torch sees a GPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", default=None, help="save the trained LoRA here (PEFT format: a run's lora.init_from)")
+    ap.add_argument("--load", default=None, help="score this saved LoRA (a --save folder) instead of training one")
+    ap.add_argument("--demo-groups", type=int, default=0, metavar="N",
+                    help="also score N questions per group of `ao demo`'s held-out tasks (single token, window, whole "
+                         "prompt: the very questions the oracle is scored on, its input decoded to text)")
+    ap.add_argument("--preset", default="cpu-smollm2-long", help="whose built-in mixture --demo-groups reads")
     ap.add_argument("--smoke", action="store_true", help="tiny random model, 2 steps, 8 questions per task")
     return ap.parse_args()
 
@@ -100,6 +106,36 @@ def report(model, tok, evalsets, train_tasks, tag) -> dict:
     return out
 
 
+def demo_group_rows(preset: str, tasks: list[str], n: int, model: str | None) -> dict[tuple[str, str], list[dict]]:
+    """`ao demo`'s held-out questions per (task, input kind): the same rows, in the same order, as its report;
+    the mixture built for `model`'s tokenizer (default: the preset's model)."""
+    from activation_oracles.data.mixture import build_mixture
+    from activation_oracles.demo import demo_mixture
+    from activation_oracles.eval.classification import group_rows
+    from activation_oracles.train.config import load_config
+
+    cfg = load_config(preset, {})
+    test = build_mixture(demo_mixture(cfg, model or cfg.model.spec, None))["test"]
+    return {k: [test[i] for i in idx] for k, idx in group_rows(test, tasks=tasks, max_per_group=n).items()}
+
+
+def report_groups(model, tok, groups, tag) -> dict:
+    """Forced choice on the demo's held-out groups, read as text (eval.classification.text_prompt)."""
+    from activation_oracles.eval.classification import text_prompt
+
+    model.eval()
+    out = {}
+    for (name, variant), rows in groups.items():
+        got = answers(model, tok, rows, None, hook_layer=1, adapter=True, steer=False, batch_size=16,
+                      prompts=[text_prompt(tok, r) for r in rows])
+        out[f"{name}/{variant}"] = got.acc
+        print(f"{tag:5s} {name:24s} {variant:6s} acc {got.acc:.3f}  yes {np.mean(np.array(got.p_yes) >= 0.5):.2f}"
+              f"  (n={got.n})", flush=True)
+    out["mean"] = float(np.mean(list(out.values())))
+    print(f"{tag:5s} mean over the demo's held-out groups {out['mean']:.3f}", flush=True)
+    return out
+
+
 def train(model, tok, tasks, train_tasks, args):
     """The model wrapped in a fresh LoRA and trained on the train tasks' sentences; and its losses."""
     from peft import LoraConfig, get_peft_model
@@ -118,6 +154,7 @@ def train(model, tok, tasks, train_tasks, args):
         batch = [rng.choice(ask(tasks[n], pool[n], 2, rng)) for n in (rng.choice(train_tasks) for _ in range(args.batch))]
         ids, mask, _ = left_pad([ask_about_text(tok, x, q) + [yes_id if y else no_id] for x, q, y in batch],
                                 tok.pad_token_id or 0)
+        ids, mask = ids.to(model.device), mask.to(model.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the rows' positions
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -2]
         loss = F.cross_entropy(logits.float(), ids[:, -1])
@@ -145,19 +182,32 @@ def main():
         args.steps, args.per_task = 2, 8
     t0 = time.time()
     torch.manual_seed(args.seed)
-    model, tok = load_model(spec or DEFAULT_MODEL, device="cpu", dtype=torch.float32)
+    # float32 on a GPU too: the figures must not move with the card's precision
+    model, tok = load_model(spec or DEFAULT_MODEL, device=args.device or default_device(), dtype=torch.float32)
     train_tasks = args.train_tasks.split(",")
     names = train_tasks + args.heldout_tasks.split(",")
     tasks = {n: load_task(n, "builtin") for n in names}
     evalsets = {n: ask(tasks[n], [it for it in tasks[n].items if held_out(it[0]) or n not in train_tasks],
                        args.per_task, random.Random(args.seed + 7)) for n in names}
+    groups = (demo_group_rows(args.preset, args.heldout_tasks.split(","), args.demo_groups, spec)
+              if args.demo_groups else {})
     before = report(model, tok, evalsets, train_tasks, "base")
-    model, losses = train(model, tok, tasks, train_tasks, args)
+    before_groups = report_groups(model, tok, groups, "base") if groups else None
+    if args.load:
+        from peft import PeftModel
+
+        model, losses = PeftModel.from_pretrained(model, args.load), []
+    else:
+        model, losses = train(model, tok, tasks, train_tasks, args)
     after = report(model, tok, evalsets, train_tasks, "tuned")
+    after_groups = report_groups(model, tok, groups, "tuned") if groups else None
     if args.save:
         model.save_pretrained(args.save)
-    print(json.dumps({"base": before, "tuned": after, "steps": args.steps, "lr": args.lr,
-                      "final_loss": float(np.mean(losses[-50:])), "seconds": round(time.time() - t0, 1)}))
+    print(json.dumps({"base": before, "tuned": after, "steps": 0 if args.load else args.steps, "lr": args.lr,
+                      "batch": args.batch, "train_tasks": train_tasks, "loaded": args.load, "device": str(model.device),
+                      "demo_groups": {"base": before_groups, "tuned": after_groups} if groups else None,
+                      "final_loss": float(np.mean(losses[-50:])) if losses else None,
+                      "seconds": round(time.time() - t0, 1)}))
 
 
 if __name__ == "__main__":

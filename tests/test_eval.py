@@ -78,10 +78,15 @@ def test_evaluate_classification_tiny_model(small_mixture, tiny30):
         assert set(r.scores) == set(METHODS)
         for m, s in r.scores.items():
             assert s.n == r.n == 6 and 0 <= s.correct <= s.n
+            assert len(s.hits) == s.n and sum(s.hits) == s.correct  # one hit per question, probe included
             d = s.to_dict()
-            assert d["ci_low"] <= d["acc"] <= d["ci_high"]
+            assert d["ci_low"] <= d["acc"] <= d["ci_high"] and d["hits"].count("1") == s.correct
+        # forced choice: a hit is P(Yes) on the right side of 0.5
+        o = r.scores["oracle"]
+        assert o.hits == [int((p >= 0.5) == y) for p, y in zip(o.p_yes, o.yes)]
     summary = summarize(results, probe_threshold=0.0)
     assert len(summary["eligible_groups"]) == 4 and "bar" in summary
+    assert summary["intervals"]["oracle_minus_untrained"][0] == pytest.approx(summary["oracle_minus_untrained"])
 
 
 def test_write_report_files(tmp_path, small_mixture, tiny30):
@@ -247,3 +252,72 @@ def test_text_baseline_asks_the_base_model_about_the_tokens_the_oracle_reads(tmp
     assert "model reads the text |" in text and "the model reading the text itself" in text
     with pytest.raises(ValueError, match="unknown \\['txt'\\]"):
         evaluate_classification(model, tok, small_mixture, tasks=["sst2"], methods=("txt",), progress=False)
+
+
+def test_paired_difference_interval_and_the_bar_reports_it():
+    from activation_oracles.eval.classification import GroupResult, MethodScore, summarize
+    from activation_oracles.eval.report import bar_markdown
+    from activation_oracles.eval.scoring import paired_difference_interval
+
+    # d = 1, 1, 0, 0: mean 0.5, sample variance 1/3, so the mean's SE is sqrt(1/12)
+    m, lo, hi = paired_difference_interval([([1, 1, 0, 0], [0, 0, 0, 0])])
+    assert m == 0.5 and hi - m == pytest.approx(1.96 * (1 / 12) ** 0.5) and m - lo == pytest.approx(hi - m)
+    # two groups weigh equally, as the report's means do; a method against itself has no spread
+    assert paired_difference_interval([([1] * 10, [0] * 10), ([0] * 2, [0] * 2)])[:3] == (0.5, 0.5, 0.5)
+    assert paired_difference_interval([([1, 0, 1], [1, 0, 1])]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same questions"):
+        paired_difference_interval([([1, 0], [1])])
+
+    rng = np.random.default_rng(0)
+
+    def group(name, variant, n, accs):
+        scores = {}
+        for meth, acc in accs.items():
+            hits = (rng.random(n) < acc).astype(int).tolist()
+            scores[meth] = MethodScore(correct=sum(hits), formatted=n, n=n, hits=hits)
+        return GroupResult(name, variant, n, scores)
+
+    trained = [group("sst2", v, 400, {"oracle": 0.9, "untrained": 0.5, "no_injection": 0.5, "probe": 0.95})
+               for v in ("single", "multi", "full")]
+    held = [group("ag_news", v, 30, {"oracle": 0.62, "untrained": 0.55, "no_injection": 0.5}) for v in ("multi", "full")]
+    summary = summarize(trained + held, bar_tasks=["sst2"], heldout_tasks=["ag_news"])
+    gap, lo, hi = summary["intervals"]["oracle_minus_untrained"]
+    assert gap == pytest.approx(summary["oracle_minus_untrained"]) and lo < gap < hi and hi - lo < 0.12
+    hgap, hlo, hhi = summary["bar"]["heldout"]["oracle_minus_untrained"]
+    assert hgap == pytest.approx(summary["bar"]["heldout"]["mean_oracle"] - summary["bar"]["heldout"]["mean_untrained"])
+    assert hhi - hlo > 2 * (hi - lo)  # 60 questions against 1,200: a much wider interval
+    text = "\n".join(bar_markdown(summary))
+    assert f"[95 %: {lo:+.3f}, {hi:+.3f}]" in text and "Intervals in brackets" in text
+    assert ("the threshold is inside it" in text) == (hlo < 0.10 < hhi)
+    # results written before per-question hits were kept: the bar as before, no interval claimed
+    for g in trained + held:
+        for s in g.scores.values():
+            s.hits = []
+    old = summarize(trained + held, bar_tasks=["sst2"], heldout_tasks=["ag_news"])
+    assert old["intervals"]["oracle_minus_untrained"] is None and "Intervals" not in "\n".join(bar_markdown(old))
+
+
+def test_ao_eval_heldout_tasks_are_their_own_part(tmp_path, small_mixture, tiny30):
+    from typer.testing import CliRunner
+
+    from activation_oracles.cli import app
+    from activation_oracles.data.mixture import saved_dir
+
+    data = str(saved_dir(small_mixture))
+    model, tok = tiny30
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    runner = CliRunner()
+    base = ["eval", "--model", str(tmp_path / "m"), "--data", data, "--max-per-group", "4", "--no-text",
+            "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, base + ["--tasks", "sst2", "--heldout", "ag_news"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "o" / "results.json").read_text())["summary"]
+    held = summary["bar"]["heldout"]
+    assert held["groups"] and all(g.startswith("ag_news/") for g in held["groups"])
+    assert all(g.startswith("sst2/") for g in summary["eligible_groups"]) and summary["bar_tasks"] == ["sst2"]
+    assert "2. Held-out tasks never trained on" in res.output and len(held["oracle_minus_untrained"]) == 3
+    res = runner.invoke(app, base + ["--tasks", "ag_news", "--heldout", "ag_news"])  # held-out tasks alone
+    assert res.exit_code == 0 and "2. Held-out tasks" in res.output and "1. Trained tasks" not in res.output
+    res = runner.invoke(app, base + ["--heldout", "nope"])
+    assert res.exit_code == 2 and "--heldout: nope not in the data" in res.output

@@ -27,7 +27,7 @@ from ..prompt import chat_ids, prompt_length
 from ..steering import choice_probs, generate_answers, left_pad
 from .calibration import expected_calibration_error
 from .probe import pool, probe_predictions
-from .scoring import score, wilson_interval
+from .scoring import paired_difference_interval, score, wilson_interval
 
 METHODS = ("oracle", "untrained", "no_injection", "probe")
 ALL_METHODS = (*METHODS, "text")
@@ -42,6 +42,8 @@ class MethodScore:
     # forced-choice scoring: P(Yes) of every answer and whether Yes was right (for calibration)
     p_yes: list[float] = field(default_factory=list)
     yes: list[int] = field(default_factory=list)
+    # 1/0 per question, in the group's question order (the same for every method): paired comparisons
+    hits: list[int] = field(default_factory=list)
 
     @property
     def acc(self) -> float:
@@ -53,6 +55,8 @@ class MethodScore:
              "correct": self.correct, "n": self.n}
         if self.p_yes:
             d["ece"] = expected_calibration_error(self.p_yes, self.yes)
+        if self.hits:
+            d["hits"] = "".join(map(str, self.hits))
         return d
 
 
@@ -183,7 +187,7 @@ def answers(model, tokenizer, rows, vectors, *, hook_layer: int, adapter: bool, 
                 sc = choice_probs(*args, choices=YES_NO, hook_layer=hook_layer, method="first_token")
                 p_yes = sc.probs[:, 0].float().cpu().tolist()
                 yes = [int(r["target"].strip().lower() == "yes") for r in chunk]
-                out.correct += sum(int(p >= 0.5) == y for p, y in zip(p_yes, yes))
+                out.hits += [int((p >= 0.5) == y) for p, y in zip(p_yes, yes)]
                 out.formatted += sum(sc.formatted)
                 out.p_yes += p_yes
                 out.yes += yes
@@ -191,7 +195,8 @@ def answers(model, tokenizer, rows, vectors, *, hook_layer: int, adapter: bool, 
                 texts = generate_answers(*args, hook_layer=hook_layer, max_new_tokens=max_new_tokens)
                 got = [score(t, r["target"]) for t, r in zip(texts, chunk)]
                 out.formatted += sum(f for f, _ in got)
-                out.correct += sum(c for _, c in got)
+                out.hits += [int(c) for _, c in got]
+    out.correct = sum(out.hits)
     return out
 
 
@@ -257,7 +262,8 @@ def evaluate_classification(
             pred = probe_predictions(pool(tr_vecs), y, [probe_key(r) for r in tr_rows],
                                      pool(vecs), [probe_key(r) for r in rows])
             truth = np.array([r["target"].strip().lower() == "yes" for r in rows], dtype=np.int64)
-            res.scores["probe"] = MethodScore(correct=int((pred == truth).sum()), formatted=len(rows), n=len(rows))
+            hits = (pred == truth).astype(int).tolist()
+            res.scores["probe"] = MethodScore(correct=sum(hits), formatted=len(rows), n=len(rows), hits=hits)
         results.append(res)
     return results
 
@@ -269,6 +275,16 @@ BAR = {"over_untrained": 0.20, "over_no_injection": 0.20, "probe_gap": 0.10, "he
 def _mean(results, method) -> float | None:
     vals = [r.scores[method].acc for r in results if method in r.scores]
     return float(np.mean(vals)) if vals else None
+
+
+def paired_gap(results, a: str, b: str) -> list[float] | None:
+    """[mean, low, high] of accuracy(a) - accuracy(b) averaged over groups, with its 95 % interval from the
+    questions both methods answered (eval.scoring.paired_difference_interval); None without per-question hits."""
+    pairs = [(r.scores[a].hits, r.scores[b].hits) for r in results
+             if a in r.scores and b in r.scores and r.scores[a].hits and r.scores[b].hits]
+    if not pairs or len(pairs) < len(results):
+        return None
+    return [float(x) for x in paired_difference_interval(pairs)]
 
 
 def pooled_probs(results: list[GroupResult], method: str) -> tuple[list[float], list[int]]:
@@ -315,7 +331,9 @@ def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_
                                    and out["oracle_minus_no_injection"] >= BAR["over_no_injection"],
              "near_probe": out["probe_minus_oracle"] is not None and out["probe_minus_oracle"] <= BAR["probe_gap"]}
         parts["trained"] = {**t, "met": all(t.values())}
-    elif bar_tasks is not None:
+        out["intervals"] = {f"oracle_minus_{m}": paired_gap(eligible, "oracle", m) for m in ("untrained", "no_injection")}
+        out["intervals"]["probe_minus_oracle"] = paired_gap(eligible, "probe", "oracle")
+    elif bar_tasks:  # an empty list: only held-out tasks were scored, so there is no trained part
         parts["trained"] = {"met": False, "reason": f"no group of {sorted(bar_tasks)} has a probe reaching "
                                                     f"{probe_threshold:.0%}"}
     held = [r for r in results if heldout_tasks and r.dataset in heldout_tasks]
@@ -324,6 +342,7 @@ def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_
         parts["heldout"] = {"groups": [f"{r.dataset}/{r.variant}" for r in held], "mean_oracle": o,
                             "mean_untrained": u, "mean_no_injection": _mean(held, "no_injection"),
                             "mean_text": _mean(held, "text"),
+                            "oracle_minus_untrained": paired_gap(held, "oracle", "untrained"),
                             "met": o is not None and u is not None and o - u >= BAR["heldout_over_untrained"]}
     if context_prediction:
         cp = {d: {m: s.to_dict() for m, s in ms.items()} for d, ms in context_prediction.items()}

@@ -20,6 +20,10 @@ def eval_command(
                                      "generate: greedy text, first word compared."),
     text: bool = typer.Option(True, "--text/--no-text",
                               help="Also ask the base model about the input as plain text (the `text` column)."),
+    heldout: str | None = typer.Option(None, "--heldout",
+                                       help="Comma-separated datasets the oracle never trained on: scored too, and "
+                                            "reported as their own part (the oracle against the untrained oracle, "
+                                            "with a paired interval), kept out of the trained tasks' averages."),
     device: str | None = typer.Option(None, "--device"),
 ):
     """Score an oracle per task (single- and multi-token separately) against the untrained oracle,
@@ -34,13 +38,23 @@ def eval_command(
 
     hf_logging.disable_progress_bar()
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    held = [t.strip() for t in heldout.split(",") if t.strip()] if heldout else None
+    if task_list and held:
+        task_list += [t for t in held if t not in task_list]
     base = model or read_ao_config(adapter).get("base_model") or "smollm2-135m"
     try:
         oracle = Oracle.from_pretrained(base, adapter, device=device)
         dd = eval_data(data, base, task_list)
+        bar_tasks = None
+        if held:
+            present = set(dd["test"].unique("dataset"))
+            missing = [t for t in held if t not in present]
+            if missing:
+                raise ValueError(f"--heldout: {', '.join(missing)} not in the data (it has {', '.join(sorted(present))})")
+            bar_tasks = [t for t in (task_list or sorted(present)) if t not in held]
         _, summary, samples, report = run_eval(
             oracle, dd, out, tasks=task_list, max_per_group=max_per_group, metrics_path=metrics, scoring=scoring,
-            methods=ALL_METHODS if text else METHODS,
+            methods=ALL_METHODS if text else METHODS, bar_tasks=bar_tasks, heldout_tasks=held,
             meta={"adapter": adapter or "none (untrained)", "base_model": base, "data": data or "built-in"},
         )
     except (ValueError, FileNotFoundError) as e:

@@ -99,6 +99,16 @@ def _holds(ok: bool) -> str:
     return "**holds**" if ok else "**does not hold**"
 
 
+def _interval(ci, need: float | None = None) -> str:
+    """' [95 %: lo, hi]' for a paired gap, and whether the threshold `need` lies inside it (then the verdict
+    is within the noise of the questions asked)."""
+    if not ci:
+        return ""
+    _, lo, hi = ci
+    inside = need is not None and lo < need < hi
+    return f" [95 %: {lo:+.3f}, {hi:+.3f}{'; the threshold is inside it' if inside else ''}]"
+
+
 def bar_markdown(summary: dict) -> list[str]:
     """The bar, part by part, each saying plainly whether it holds."""
     b, th = summary["bar"], summary.get("thresholds", {})
@@ -106,14 +116,17 @@ def bar_markdown(summary: dict) -> list[str]:
     if "trained" in b and "reason" in b["trained"]:
         lines.append(f"1. Trained tasks, questions about every class: {_holds(False)} ({b['trained']['reason']}).")
     elif "trained" in b:
-        t = b["trained"]
+        t, ci = b["trained"], summary.get("intervals", {})
         lines += [f"1. Trained tasks, questions about every class (held-out contexts, the "
                   f"{len(summary['eligible_groups'])} groups whose probe reaches {summary['probe_threshold']:.0%}): "
                   f"{_holds(t['met'])}. Oracle {summary['mean_oracle']:.3f}: "
-                  f"{summary['oracle_minus_untrained']:+.3f} over the untrained oracle (need "
-                  f"+{th.get('over_untrained', 0.2):.2f}), {summary['oracle_minus_no_injection']:+.3f} over no injection "
+                  f"{summary['oracle_minus_untrained']:+.3f} over the untrained oracle"
+                  f"{_interval(ci.get('oracle_minus_untrained'), th.get('over_untrained', 0.2))} (need "
+                  f"+{th.get('over_untrained', 0.2):.2f}), {summary['oracle_minus_no_injection']:+.3f} over no injection"
+                  f"{_interval(ci.get('oracle_minus_no_injection'), th.get('over_no_injection', 0.2))} "
                   f"(need +{th.get('over_no_injection', 0.2):.2f}), {summary['probe_minus_oracle']:.3f} below the "
-                  f"linear probe (need at most {th.get('probe_gap', 0.1):.2f})."]
+                  f"linear probe{_interval(ci.get('probe_minus_oracle'), th.get('probe_gap', 0.1))} "
+                  f"(need at most {th.get('probe_gap', 0.1):.2f})."]
         for v, ms in summary.get("per_variant", {}).items():
             vals = ", ".join(f"{LABELS[m]} {x:.3f}" for m, x in ms.items() if x is not None)
             lines.append(f"   - {VARIANT_LABELS.get(v, v)}: {vals}")
@@ -121,7 +134,8 @@ def bar_markdown(summary: dict) -> list[str]:
         h = b["heldout"]
         lines.append(f"2. Held-out tasks never trained on ({len(h['groups'])} groups): {_holds(h['met'])}. "
                      f"Oracle {h['mean_oracle']:.3f} vs untrained {h['mean_untrained']:.3f} "
-                     f"({h['mean_oracle'] - h['mean_untrained']:+.3f}, need "
+                     f"({h['mean_oracle'] - h['mean_untrained']:+.3f}"
+                     f"{_interval(h.get('oracle_minus_untrained'), th.get('heldout_over_untrained', 0.1))}, need "
                      f"+{th.get('heldout_over_untrained', 0.1):.2f}); no injection {h['mean_no_injection']:.3f}"
                      + (f"; the model reading the text itself {h['mean_text']:.3f}" if h.get("mean_text") is not None
                         else "") + ".")
@@ -132,6 +146,10 @@ def bar_markdown(summary: dict) -> list[str]:
                           f"{ms['untrained']['acc']:.3f} (n={ms['oracle']['n']})"
                           for d, ms in cp.items() if d != "met")
         lines.append(f"3. Context prediction, first predicted token = the true one: {_holds(cp['met'])}. {rates}.")
+    if any(summary.get("intervals", {}).values()) or b.get("heldout", {}).get("oracle_minus_untrained"):
+        lines += ["", "Intervals in brackets: 95 % for the difference, from the same questions answered both ways "
+                      "(paired, groups weighted as in the means). Where a threshold lies inside one, more questions "
+                      "per group would be needed to tell whether that part holds."]
     lines += ["", f"All parts above: {_holds(b['met'])}."]
     return lines
 
@@ -166,7 +184,8 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
     lines += ["", "## Summary", ""]
     th = summary.get("probe_threshold", 0.75)
     scope = summary.get("bar_tasks", "all")
-    among = "" if scope == "all" else f" (among the tasks trained on, held-out contexts: {', '.join(scope)})"
+    among = ("" if scope == "all" else f" (among the tasks trained on, held-out contexts: {', '.join(scope)})" if scope
+             else " (no task the oracle trained on was scored)")
     lines.append(f"Groups whose linear probe reaches {th:.0%}{among}: "
                  f"{', '.join(summary.get('eligible_groups', [])) or 'none'}.")
     lines.append("")
