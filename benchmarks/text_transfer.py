@@ -58,7 +58,7 @@ def parse():
     ap.add_argument("--load", default=None, help="score this saved LoRA (a --save folder) instead of training one")
     ap.add_argument("--demo-groups", type=int, default=0, metavar="N",
                     help="also score N questions per group of `ao demo`'s held-out tasks (single token, window, whole "
-                         "prompt: the very questions the oracle is scored on, its input decoded to text)")
+                         "prompt: drawn as the oracle's are, its input decoded to text)")
     ap.add_argument("--preset", default="cpu-smollm2-long", help="whose built-in mixture --demo-groups reads")
     ap.add_argument("--smoke", action="store_true", help="tiny random model, 2 steps, 8 questions per task")
     return ap.parse_args()
@@ -107,8 +107,9 @@ def report(model, tok, evalsets, train_tasks, tag) -> dict:
 
 
 def demo_group_rows(preset: str, tasks: list[str], n: int, model: str | None) -> dict[tuple[str, str], list[dict]]:
-    """`ao demo`'s held-out questions per (task, input kind): the same rows, in the same order, as its report;
-    the mixture built for `model`'s tokenizer (default: the preset's model)."""
+    """`ao demo`'s held-out questions per (task, input kind), drawn from its mixture as its evaluation draws them
+    (with n=60, the first 30 of each group are the ones its report scores), the mixture built for `model`'s
+    tokenizer (default: the preset's model)."""
     from activation_oracles.data.mixture import build_mixture
     from activation_oracles.demo import demo_mixture
     from activation_oracles.eval.classification import group_rows
