@@ -287,6 +287,11 @@ def paired_gap(results, a: str, b: str) -> list[float] | None:
     return [float(x) for x in paired_difference_interval(pairs)]
 
 
+def present_methods(results: list[GroupResult]) -> list[str]:
+    """The methods scored on at least one group, in ALL_METHODS order."""
+    return [m for m in ALL_METHODS if any(m in r.scores for r in results)]
+
+
 def pooled_probs(results: list[GroupResult], method: str) -> tuple[list[float], list[int]]:
     """P(Yes) and the truth of every forced-choice answer of `method`, over all groups."""
     p, y = [], []
@@ -311,7 +316,7 @@ def summarize(results: list[GroupResult], *, probe_threshold: float = 0.75, bar_
                 and (bar_tasks is None or r.dataset in bar_tasks)]
     out: dict = {"probe_threshold": probe_threshold, "eligible_groups": [f"{r.dataset}/{r.variant}" for r in eligible],
                  "bar_tasks": sorted(bar_tasks) if bar_tasks is not None else "all", "thresholds": dict(BAR)}
-    methods = [m for m in ALL_METHODS if m in METHODS or any(m in r.scores for r in results)]
+    methods = [m for m in ALL_METHODS if m in METHODS or m in present_methods(results)]
     for m in methods:
         out[f"mean_{m}"] = _mean(eligible, m)
         out[f"mean_all_{m}"] = _mean(results, m)

@@ -43,15 +43,17 @@ def eval_command(
         task_list += [t for t in held if t not in task_list]
     base = model or read_ao_config(adapter).get("base_model") or "smollm2-135m"
     try:
-        oracle = Oracle.from_pretrained(base, adapter, device=device)
         dd = eval_data(data, base, task_list)
         bar_tasks = None
-        if held:
-            present = set(dd["test"].unique("dataset"))
+        if held:  # checked before the model loads, so a misspelt task fails at once
+            test = dd["test"].select_columns(["task", "dataset"])
+            present = {d for t, d in zip(test["task"], test["dataset"]) if t == "classification"}
             missing = [t for t in held if t not in present]
             if missing:
-                raise ValueError(f"--heldout: {', '.join(missing)} not in the data (it has {', '.join(sorted(present))})")
+                raise ValueError(f"--heldout: {', '.join(missing)} not in the data's classification tasks (it has "
+                                 f"{', '.join(sorted(present))})")
             bar_tasks = [t for t in (task_list or sorted(present)) if t not in held]
+        oracle = Oracle.from_pretrained(base, adapter, device=device)
         _, summary, samples, report = run_eval(
             oracle, dd, out, tasks=task_list, max_per_group=max_per_group, metrics_path=metrics, scoring=scoring,
             methods=ALL_METHODS if text else METHODS, bar_tasks=bar_tasks, heldout_tasks=held,

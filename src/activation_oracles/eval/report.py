@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..fsutil import atomic_write_text
 from .calibration import plot_reliability
-from .classification import ALL_METHODS, GroupResult, pooled_probs
+from .classification import GroupResult, pooled_probs, present_methods
 
 VARIANT_LABELS = {"single": "single token", "multi": "multi-token window", "full": "whole prompt (all tokens)"}
 LABELS = {"oracle": "trained oracle", "untrained": "untrained oracle", "no_injection": "no injection",
@@ -50,10 +50,6 @@ def plot_losses(metrics: list[dict], out: Path) -> Path | None:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
-
-
-def present_methods(results: list[GroupResult]) -> list[str]:
-    return [m for m in ALL_METHODS if any(m in r.scores for r in results)]
 
 
 def plot_accuracy(results: list[GroupResult], out: Path) -> Path:
