@@ -47,9 +47,10 @@ sys.path[:0] = [str(HERE.parent / "src"), str(HERE)]
 from reference_loop import reference_step  # noqa: E402
 
 from activation_oracles.prompt import IGNORE_INDEX  # noqa: E402
-from activation_oracles.train.batching import epoch_batches, length_filter  # noqa: E402
 from activation_oracles.train.config import load_config  # noqa: E402
-from activation_oracles.train.synthetic import PAPER_LENGTHS, load_lengths, synthetic_row  # noqa: E402
+from activation_oracles.train.synthetic import (  # noqa: E402
+    PAPER_LENGTHS, load_lengths, synthetic_batches, synthetic_row,
+)
 from activation_oracles.train.step import (  # noqa: E402
     apply_lora, check_context_packing, collate_for, compile_blocks, make_objective, make_optimizer, train_step,
     uncompile_blocks,
@@ -84,24 +85,6 @@ def parse():
     ap.add_argument("--data-root", default=str(HERE.parent.parent / "shared" / "data"))
     ap.add_argument("--scale", type=float, default=0.01, help="--write-lengths: share of the 1M-example mixture")
     return ap.parse_args()
-
-
-# ----------------------------------------------------------------------------- batches
-
-
-def synthetic_batches(lengths, n_batches: int, batch_size: int, vocab: int, layers: list[int], seed: int,
-                      percentile: float = 99.9) -> list[list[dict]]:
-    """`n_batches` global batches of data-schema rows with the sampled lengths, in the trainer's
-    group-by-length order (length filter, windows of 20 batches sorted by oracle length)."""
-    rng = np.random.default_rng(seed)
-    keep = length_filter(lengths["oracle"], percentile)
-    order = epoch_batches(lengths["oracle"][keep], batch_size, seed=seed, epoch=0, window=20)
-    if len(order) < n_batches:
-        raise SystemExit(f"the length sample holds {len(order)} batches of {batch_size}, fewer than {n_batches}")
-    return [[synthetic_row(rng, oracle=int(lengths["oracle"][i]), context=int(lengths["context"][i]),
-                           k=int(lengths["k"][i]), labels=int(lengths["labels"][i]),
-                           layer=layers[int(lengths["layer"][i])], vocab=vocab, task=str(lengths["task"][i]))
-             for i in keep[b]] for b in order[:n_batches]]
 
 
 # ----------------------------------------------------------------------------- model

@@ -60,12 +60,16 @@ def collect(model, rows, pad_id, device, autocast):
     return [got[int(r["layer"])][i, [p + offs[i] for p in r["context_positions"]]] for i, r in enumerate(rows)]
 
 
-def reference_step(model, opt, rows, pad_id, *, hook_layer: int = 1, device="cpu", autocast_dtype=None) -> float:
-    """One optimiser step on `rows` (data-schema dicts); returns the loss."""
+def reference_step(model, opt, rows, pad_id, *, hook_layer: int = 1, device="cpu", autocast_dtype=None,
+                   foreach: bool | None = None) -> float:
+    """One optimiser step on `rows` (data-schema dicts); returns the loss. `foreach`: clipping's kernels
+    (None: torch's default for the device, which is foreach on a GPU)."""
     dev = torch.device(device)
     autocast = (torch.autocast(device_type=dev.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
-    vectors = collect(model, rows, pad_id, dev, autocast)
+    phase = torch.profiler.record_function  # the phases our step marks too (host_cost.py, gpu_train --profile)
+    with phase("ao.collect"):
+        vectors = collect(model, rows, pad_id, dev, autocast)
     ids, mask, offs = _left_pad([r["input_ids"] for r in rows], pad_id, dev)
     labels, _, _ = _left_pad([r["labels"] for r in rows], IGNORE_INDEX, dev)
     positions = [[p + offs[i] for p in r["positions"]] for i, r in enumerate(rows)]
@@ -85,12 +89,14 @@ def reference_step(model, opt, rows, pad_id, *, hook_layer: int = 1, device="cpu
     model.train()
     handle = decoder_layers(model)[hook_layer].register_forward_hook(hook)
     try:
-        with autocast:
+        with phase("ao.forward"), autocast:
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # full-vocabulary logits
     finally:
         handle.remove()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    with phase("ao.backward"):
+        loss.backward()
+    with phase("ao.optimizer"):
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0, foreach=foreach)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
     return float(loss.detach())

@@ -45,20 +45,28 @@ def pack_sequences(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, l
     return ids, pos, starts
 
 
-def packing_error(model: torch.nn.Module, *, lengths: Sequence[int] = (5, 3, 7)) -> float:
+def packing_error(model: torch.nn.Module, *, lengths: Sequence[int] = (5, 3, 7), collect=None,
+                  layer: int | None = None) -> float:
     """Largest relative difference between the activations of short random sequences run packed into one
-    row (position ids restarting, no mask) and run left-padded, at the model's second block (or its only
-    one). Near 0 (dtype rounding) when this model's forward honours packed position ids; of order 1 when
-    the sequences see each other or their positions are wrong."""
-    layer = min(1, len(decoder_layers(model)) - 1)
+    row and run left-padded through transformers' own masks, at `layer` (default: the model's second block,
+    or its only one). Near 0 (dtype rounding) when the packed path keeps the sequences apart and numbers
+    their positions right; of order 1 when they see each other. `collect(ids [1, T], pos [1, T], seq [T],
+    layer) -> [T, D]` is the packed path to check (default: transformers' own packed-sequence detection from
+    position ids, no mask)."""
+    n_blocks = len(decoder_layers(model))
+    layer = min(1, n_blocks - 1) if layer is None else layer
     vocab = unwrap(model).get_input_embeddings().weight.shape[0]
     dev = next(model.parameters()).device
     g = torch.Generator().manual_seed(0)
     seqs = [torch.randint(1, vocab, (n,), generator=g).tolist() for n in lengths]
     ids, mask, offsets = left_pad(seqs, 0)
     padded = collect_activations(model, ids.to(dev), mask.to(dev), layers=[layer])[layer]
-    ids, pos, _ = pack_sequences(seqs)
-    packed = collect_activations(model, ids.to(dev), layers=[layer], position_ids=pos.to(dev))[layer][0]
+    ids, pos, starts = pack_sequences(seqs)
+    if collect is None:
+        packed = collect_activations(model, ids.to(dev), layers=[layer], position_ids=pos.to(dev))[layer][0]
+    else:
+        seq = torch.repeat_interleave(torch.arange(len(seqs)), torch.tensor([len(x) for x in seqs]))
+        packed = collect(ids.to(dev), pos.to(dev), seq.to(dev), layer)
     ref = torch.cat([padded[i, off:] for i, off in enumerate(offsets)]).float()
     return float((packed.float() - ref).norm(dim=-1).max() / ref.norm(dim=-1).clamp_min(1e-6).max())
 

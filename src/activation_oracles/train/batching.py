@@ -28,20 +28,39 @@ def length_filter(lengths: np.ndarray, percentile: float) -> np.ndarray:
     return np.flatnonzero(lengths <= cut)
 
 
-def epoch_batches(lengths: np.ndarray, batch_size: int, *, seed: int, epoch: int, window: int = 20) -> list[np.ndarray]:
-    """Global batches (arrays of row indices into `lengths`) of one epoch; the incomplete tail is dropped."""
+def epoch_batches(lengths: np.ndarray, batch_size: int, *, seed: int, epoch: int, window: int = 20,
+                  costs: np.ndarray | None = None, budget: int | None = None) -> list[np.ndarray]:
+    """Global batches (arrays of row indices into `lengths`) of one epoch; the incomplete tail is dropped.
+    With a token `budget` (train.batch_tokens), a batch is instead a run of rows in the same sorted order
+    whose `costs` add up to at most the budget (a row over it alone), and `batch_size` is unused."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
-    span = max(1, window * batch_size)
+    per = batch_size if budget is None else max(1, int(budget // max(1.0, float(np.mean(costs)) if len(costs) else 1)))
+    span = max(1, window * per)
     chunks = []
     for s in range(0, len(order), span):
         w = order[s : s + span]
         chunks.append(w[np.argsort(-lengths[w], kind="stable")])
     order = np.concatenate(chunks) if chunks else order
-    n = len(order) // batch_size
-    batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(n)]
-    perm = rng.permutation(n)
+    if budget is None:
+        n = len(order) // batch_size
+        batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(n)]
+    else:
+        batches = _cut_by_budget(order, np.asarray(costs)[order], budget)
+    perm = rng.permutation(len(batches))
     return [batches[i] for i in perm]
+
+
+def _cut_by_budget(order: np.ndarray, costs: np.ndarray, budget: int) -> list[np.ndarray]:
+    """Consecutive runs of `order` whose costs add up to at most `budget` (a single row may exceed it);
+    the last, partial run is dropped as the incomplete tail of an epoch is."""
+    batches, start, total = [], 0, 0
+    for i, c in enumerate(costs.tolist()):
+        if total and total + c > budget:
+            batches.append(order[start:i])
+            start, total = i, 0
+        total += c
+    return batches
 
 
 @dataclass
@@ -64,13 +83,18 @@ class BatchStream:
     seed: int = 0
     window: int = 20
     cursor: Cursor = field(default_factory=Cursor)
+    costs: np.ndarray | None = None  # with `budget`: each row's tokens (train.batch_tokens)
+    budget: int | None = None
     _cache: tuple[int, list] | None = field(default=None, repr=False)
 
     def _epoch(self, epoch: int) -> list[np.ndarray]:
         if self._cache is None or self._cache[0] != epoch:
             self._cache = (epoch, epoch_batches(self.lengths, self.batch_size, seed=self.seed, epoch=epoch,
-                                                window=self.window))
+                                                window=self.window, costs=self.costs, budget=self.budget))
         return self._cache[1]
+
+    def batches_per_epoch(self) -> int:
+        return len(self._epoch(self.cursor.epoch))
 
     def next(self) -> np.ndarray:
         batches = self._epoch(self.cursor.epoch)
@@ -92,11 +116,12 @@ class StagedStream:
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, *, seed: int = 0, window: int = 20,
-                 stages: list[tuple[int, np.ndarray]] = ()):
-        self.main = BatchStream(lengths, batch_size, seed=seed, window=window)
-        self.stages = [(int(steps), np.asarray(rows), BatchStream(lengths[rows], batch_size, seed=seed + 1 + i,
-                                                                   window=window))
-                       for i, (steps, rows) in enumerate(stages)]
+                 stages: list[tuple[int, np.ndarray]] = (), costs: np.ndarray | None = None,
+                 budget: int | None = None):
+        self.main = BatchStream(lengths, batch_size, seed=seed, window=window, costs=costs, budget=budget)
+        self.stages = [(int(steps), np.asarray(rows), BatchStream(
+            lengths[rows], batch_size, seed=seed + 1 + i, window=window,
+            costs=None if costs is None else costs[rows], budget=budget)) for i, (steps, rows) in enumerate(stages)]
         self.step = 0
 
     batch_size = property(lambda self: self.main.batch_size)
@@ -175,6 +200,15 @@ def pack_by_depth(depth: list[int], lengths: list[int], overhead: float = 0) -> 
     return [[c for c in range(len(depth)) if depths[i] <= depth[c] <= depths[j - 1]] for i, j in spans]
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor's copy on `device`, queued without waiting: from pinned memory on a GPU (a copy from
+    pageable memory makes the host wait for it). The one way a batch reaches the device."""
+    device = torch.device(device)
+    if device.type == "cuda" and not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 @dataclass
 class OracleBatch:
     """One micro-batch: distinct contexts (left-padded, in length groups) and the oracle prompts (left-padded)."""
@@ -209,6 +243,7 @@ class OracleBatch:
     # packed group its [1, T_g] position ids (restarting at 0 at each context), else None
     ctx_layers: list[list[int]] = field(default_factory=list)
     ctx_pos: list[torch.Tensor | None] = field(default_factory=list)
+    task_counts: list[int] = field(default_factory=list)  # labelled targets per loss slot (train.packed.STAT_SLOTS)
 
     _TENSORS = ("input_ids", "attention_mask", "labels", "label_rows", "label_cols", "label_targets", "task_ids",
                 "inject_rows", "inject_cols")
@@ -222,12 +257,10 @@ class OracleBatch:
         tensors = self._tensors()
         if one_copy and tensors:
             flat = torch.cat([t.reshape(-1).to(torch.long) for t in tensors])
-            if device.type == "cuda":
-                flat = flat.pin_memory()  # (pinned: the copy is truly asynchronous)
-            parts = flat.to(device, non_blocking=True).split([t.numel() for t in tensors])
+            parts = to_device(flat, device).split([t.numel() for t in tensors])
             self._set_tensors([p.view(t.shape).to(t.dtype) for p, t in zip(parts, tensors)])
         else:
-            self._set_tensors([t.to(device, non_blocking=True) for t in tensors])
+            self._set_tensors([to_device(t, device) for t in tensors])
         return self
 
     def _tensors(self) -> list[torch.Tensor]:
@@ -327,11 +360,15 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
     total = ids.numel() + sum(t.numel() for t in ctx_ids)
     label_rows, label_cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
     tasks = [str(r.get("task", "")) for r in rows]
+    task_ids = [TASKS.index(t) if t in TASKS else len(TASKS) for t in tasks]
+    task_counts = [0] * (len(TASKS) + 2)
+    for k, n in zip(task_ids, (labels[:, 1:] != IGNORE_INDEX).sum(1).tolist()):
+        task_counts[k] += n
     flat_inject = [(i, p) for i, ps in enumerate(inject) for p in ps]
     return OracleBatch(
         ctx_ids=ctx_ids, ctx_mask=ctx_mask, layers=sorted({x for s in src for x in layer_tuple(s[0])}), src=src,
         input_ids=ids, attention_mask=mask, labels=labels, inject_positions=inject,
-        tasks=tasks, task_ids=torch.tensor([TASKS.index(t) if t in TASKS else len(TASKS) for t in tasks]),
+        tasks=tasks, task_ids=torch.tensor(task_ids), task_counts=task_counts,
         real_tokens=int(mask.sum()), pad_tokens=total - real,
         total_tokens=total, label_tokens=len(label_rows), context_tokens=sum(lengths),
         label_rows=label_rows, label_cols=label_cols, label_targets=labels[:, 1:][label_rows, label_cols],

@@ -107,7 +107,24 @@ class TrainSettings:
     # sequence mask keeps them apart); replaces the two settings above. Checked against a padded forward
     # when training starts, and turned off with a warning for a model whose forward does not honour it.
     context_packing: bool = False
-    compile: bool = False  # torch.compile each decoder block (dynamic shapes); pays off on GPUs
+    compile: bool = False  # torch.compile each decoder block (dynamic shapes; static with shape_buckets)
+    # The GPU path: a micro-batch's contexts and its oracle prompts as one unpadded row each, so one context
+    # forward (to the deepest source layer it reads) and one oracle forward whatever its lengths and depths;
+    # attention masks built on the device; no value read back within a step. Replaces the three context
+    # settings above. Checked against the padded forward when training starts (off, with a warning, for a
+    # model whose forward does not keep packed sequences apart).
+    packing: bool = False
+    # > 0 (with packing): every size of a packed batch rounded up to one of this many buckets per size, chosen
+    # from the data's lengths, so that a run sees a few shapes (what compiled kernels and CUDA graphs need)
+    shape_buckets: int = 0
+    # capture each shape's whole optimiser step (forward, backward, clipping, AdamW) as one CUDA graph and
+    # replay it: the host then issues one launch per step instead of thousands. Needs packing, shape_buckets,
+    # one process and a GPU.
+    cuda_graphs: bool = False
+    # > 0: optimiser batches by tokens instead of examples: each global batch is a run of examples (in the
+    # group-by-length order) whose oracle + context tokens add up to at most this; batch_size is then unused.
+    # For models too small for 16 examples to fill a GPU (docs/training.md: what it changes in the recipe).
+    batch_tokens: int | None = None
     # forward + backward on the longest batch before step 1, failing early with advice when it runs out of
     # memory; null: on GPUs only
     preflight: bool | None = None
@@ -379,6 +396,20 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("train.compile", f"must be true or false, got {t.compile!r}")
     if not isinstance(t.context_packing, bool):
         raise ConfigError("train.context_packing", f"must be true or false, got {t.context_packing!r}")
+    if not isinstance(t.packing, bool):
+        raise ConfigError("train.packing", f"must be true or false, got {t.packing!r}")
+    if not _int(t.shape_buckets) or t.shape_buckets < 0:
+        raise ConfigError("train.shape_buckets", f"must be a non-negative integer, got {t.shape_buckets!r}")
+    if t.shape_buckets and not t.packing:
+        raise ConfigError("train.shape_buckets", "rounds the sizes of packed batches: set train.packing: true too")
+    if not isinstance(t.cuda_graphs, bool):
+        raise ConfigError("train.cuda_graphs", f"must be true or false, got {t.cuda_graphs!r}")
+    if t.cuda_graphs and not (t.packing and t.shape_buckets):
+        raise ConfigError("train.cuda_graphs", "a captured step needs fixed shapes: set train.packing: true and "
+                                               "train.shape_buckets (e.g. 8) too")
+    if t.batch_tokens is not None and (not _int(t.batch_tokens) or t.batch_tokens < 1):
+        raise ConfigError("train.batch_tokens", f"must be a positive integer (tokens per optimiser step) or null, "
+                                                f"got {t.batch_tokens!r}")
     if not _int(t.seed):
         raise ConfigError("train.seed", f"must be an integer, got {t.seed!r}")
     if not _int(t.hook_layer) or t.hook_layer < 0:

@@ -10,7 +10,7 @@ from ..eval.scoring import YES_NO, first_word, score
 from ..prompt import prompt_length
 from ..steering import generate_answers
 from .objective import autocast_ctx, batch_kwargs, collect_groups, gather_vectors
-from .step import _sharded, collate_for
+from .step import _sharded, collate_for, collate_padded
 
 
 def _rows(ds, idx):
@@ -51,7 +51,7 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device, enter=None) -> dict[
             fmt = ok = 0
             for s in range(0, len(idx), cfg.eval.batch_size):
                 rows = _rows(ds, idx[s : s + cfg.eval.batch_size])
-                b = collate_for(cfg, rows, tokenizer.pad_token_id, sharded=sharded).to(device)
+                b = collate_padded(cfg, rows, tokenizer.pad_token_id, sharded=sharded).to(device)
                 prompts = [r["input_ids"][: prompt_length(r["labels"])] for r in rows]
 
                 def answer(model, b=b, prompts=prompts, rows=rows):

@@ -124,14 +124,83 @@ def _make_accelerator(cfg: TrainConfig):
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
+def _attn_implementation(cfg: TrainConfig, device: str) -> str | None:
+    """The configured attention; with train.packing and none configured, one that takes the step's 4D masks:
+    SDPA (or eager where the family needs it), not flash-attention (which would build its own from the
+    position ids, reading them back)."""
+    if cfg.model.attn_implementation is not None or not cfg.train.packing:
+        return cfg.model.attn_implementation
+    from ..families import default_attn_implementation
+    from ..models import model_config
+
+    try:
+        default = default_attn_implementation(model_config(cfg.model.spec, revision=cfg.model.revision,
+                                                           trust_remote_code=cfg.model.trust_remote_code), device)
+    except (OSError, ValueError):
+        default = None
+    return "eager" if default == "eager" else "sdpa"
+
+
 def _build_model(cfg: TrainConfig, device: str):
     from ..models import load_model
 
     model, tok = load_model(cfg.model.spec, dtype=cfg.model.dtype, device=device,
                             quantization=cfg.model.quantization, revision=cfg.model.revision,
                             trust_remote_code=cfg.model.trust_remote_code,
-                            attn_implementation=cfg.model.attn_implementation)
+                            attn_implementation=_attn_implementation(cfg, device))
     return apply_lora(model, cfg), tok
+
+
+def _packed_objective(model, cfg: TrainConfig, fsdp: bool, run_dir: Path, main: bool):
+    """The training objective, after checking that the packed path (train.packing) computes this model's
+    function; if not, or under FSDP, training goes on padded, with a warning, and config.yaml says so."""
+    from .objective import PackedObjective
+    from .step import PACKING_TOLERANCE, check_packing
+
+    t = cfg.train
+    reason = None
+    if t.packing and fsdp:
+        reason = "FSDP runs the same forwards on every rank, which packed batches of different sizes do not"
+    objective = make_objective(model, cfg) if reason is None else None
+    if isinstance(objective, PackedObjective):
+        err = check_packing(objective, cfg)
+        if not err <= PACKING_TOLERANCE:
+            reason = (f"packed and padded activations of this model differ by {err:.3g} (relative; tolerance "
+                      f"{PACKING_TOLERANCE}), so its forward does not keep packed sequences apart")
+            objective.close()
+    if reason is not None:
+        warnings.warn(f"train.packing: {reason}; training on with padded batches instead", stacklevel=3)
+        t.packing, t.shape_buckets, t.cuda_graphs = False, 0, False
+        objective = make_objective(model, cfg)
+        if main:
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())  # (the saved config is the one that runs)
+    return objective
+
+
+def _shape_buckets(cfg: TrainConfig, tdata, world: int, layers: list[int]):
+    """train.shape_buckets: the run's buckets from its own first epoch's batches (printed with the padding
+    they add), or None."""
+    from .batching import epoch_batches
+    from .dataset import _list_lengths
+    from .shapes import ShapeBuckets, micro_batch_sizes
+
+    k = cfg.train.shape_buckets
+    if not (cfg.train.packing and k):
+        return None
+    ds = tdata.ds
+    per_row = {"oracle": tdata.lengths, "labels": tdata.label_counts,
+               "context": _list_lengths(ds, "context_input_ids")[tdata.rows],
+               "placeholders": _list_lengths(ds, "positions")[tdata.rows]}
+    budget = cfg.train.batch_tokens
+    batches = epoch_batches(tdata.lengths, cfg.train.batch_size, seed=cfg.train.seed, epoch=0,
+                            window=cfg.train.length_window, costs=_row_tokens(tdata) if budget else None,
+                            budget=budget)
+    sizes = micro_batch_sizes(per_row, batches, world * cfg.train.grad_accum)
+    shapes = ShapeBuckets.from_sizes(sizes, k, layers)
+    pad = shapes.padding(sizes)
+    print(f"shape buckets ({shapes.distinct(sizes)} shapes over the first epoch): {shapes.describe()}; padding "
+          + ", ".join(f"{name} {100 * v:.1f} %" for name, v in pad.items()), flush=True)
+    return shapes
 
 
 def _check_layers(cfg: TrainConfig, model, data) -> list[int]:
@@ -192,10 +261,14 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     eval_ds = open_split(data_dir, cfg.data.eval_split, "data.eval_split")
 
     per_step = cfg.train.batch_size
-    if per_step % (world * cfg.train.grad_accum):
+    budget = cfg.train.batch_tokens
+    if budget is None and per_step % (world * cfg.train.grad_accum):
         raise ConfigError("train.batch_size", f"{per_step} must be divisible by processes x grad_accum = "
                                               f"{world} x {cfg.train.grad_accum}")
-    total = total_steps(cfg, len(tdata) // per_step)
+    costs = _row_tokens(tdata) if budget else None
+    stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
+                          stages=tdata.stages, costs=costs, budget=budget)
+    total = total_steps(cfg, stream.main.batches_per_epoch() if budget else len(tdata) // per_step)
     stage_steps = sum(steps for steps, _ in tdata.stages)
     if stage_steps and stage_steps >= total:  # e.g. a preset cut short with --max-steps for a smoke test
         warnings.warn(f"data.curriculum: the stages take {stage_steps} steps and the run only {total}, so it "
@@ -209,15 +282,14 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     model, tok = _build_model(cfg, str(acc.device))
     layers = _check_layers(cfg, model, tdata)
     pad_id = tok.pad_token_id
-    stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
-                          stages=tdata.stages)
     fsdp = world > 1 and cfg.train.distributed == "fsdp"
     check_context_packing(model, cfg, sharded=fsdp)
     if ckpt_dir is not None:
         _load_weights(ckpt_dir, model)  # before sharding: every rank loads the full adapter
     elif cfg.lora.init_from:
         _load_weights(Path(cfg.lora.init_from).expanduser(), model, field="lora.init_from")
-    objective = make_objective(model, cfg)
+    objective = _packed_objective(model, cfg, fsdp, run_dir, main)
+    shapes = _shape_buckets(cfg, tdata, world, layers)
     if fsdp:
         from .fsdp import shard
 
@@ -233,7 +305,9 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     if ckpt_dir is not None:
         start = _load_state(ckpt_dir, raw_objective, opt, sched, stream, rank, fsdp)
     if cfg.train.preflight or (cfg.train.preflight is None and acc.device.type == "cuda"):
-        _preflight(cfg, acc, objective, tdata, pad_id, per_step // world)
+        worst = per_step if not budget else int(np.searchsorted(np.cumsum(np.sort(costs)[::-1]), budget, "right"))
+        _preflight(cfg, acc, objective, tdata, pad_id, max(1, worst // world))
+    stepper = _stepper(cfg, acc, objective, opt, sched, shapes)
 
     writer = MetricsWriter(run_dir, cfg, keep_until=start if ckpt_dir is not None else None, enabled=main)
     bar = None
@@ -245,40 +319,41 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
 
     per_rank = per_step // world
     step = start
+    since, t_log = 0, time.perf_counter()  # steps and time since the last read-back
     try:
         if cfg.eval.initial and start == 0 and eval_ds is not None:
             writer.write({"step": 0, **_evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp)})
         while step < total:
-            t0 = time.perf_counter()
             gidx = stream.next()
             denom = float(tdata.label_counts[gidx].sum())
             rows = tdata.get(gidx)
-            mine = rows[rank * per_rank : (rank + 1) * per_rank]
+            mine = rows[rank * per_rank : (rank + 1) * per_rank] if not budget else _share(rows, rank, world)
             micro = [mine[a[0] : a[-1] + 1] for a in np.array_split(np.arange(len(mine)), cfg.train.grad_accum)]
             deepest = deepest_layer(rows)
-            stats = train_step(acc, objective, opt, sched, micro, pad_id, cfg, denom, deepest=deepest)
+            if stepper is not None:
+                stats = stepper(micro, pad_id, denom, deepest=deepest)
+            else:
+                stats = train_step(acc, objective, opt, sched, micro, pad_id, cfg, denom, deepest=deepest,
+                                   shapes=shapes)
             step += 1
-            dt = time.perf_counter() - t0
-            row: dict[str, Any] = {
-                "step": step, "epoch": stream.cursor.epoch, "loss": stats["loss"], "lr": stats["lr"],
-                "tokens": stats["tokens"], "context_tokens": stats["context_tokens"], "step_time_s": dt,
-                "tokens_per_s": stats["tokens"] / dt,
-                "padding_share": stats["pad_tokens"] / max(1, stats["total_tokens"]),
-                **{k: v for k, v in stats.items() if k == "grad_norm" or k.startswith("loss/")},
-            }
+            since += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
             do_eval = eval_ds is not None and ((cfg.eval.every and step % cfg.eval.every == 0)
                                                or (cfg.eval.final and step == total))
-            if do_eval:
-                row.update(_evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp))
-                if bar is not None and "eval/classification/acc" in row:
-                    bar.write(f"step {step}: eval acc {row['eval/classification/acc']:.3f}")
-            if step % cfg.output.log_every == 0 or step == total or do_eval:
+            if step % cfg.output.log_every == 0 or step == total or do_eval:  # (between them, nothing is read back)
+                row = _metrics_row(stats.read(), step, stream.cursor.epoch, (time.perf_counter() - t_log) / since)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                if do_eval:
+                    row.update(_evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp))
+                    if bar is not None and "eval/classification/acc" in row:
+                        bar.write(f"step {step}: eval acc {row['eval/classification/acc']:.3f}")
                 writer.write(row)
+                since, t_log = 0, time.perf_counter()
             if (cfg.output.save_every and step % cfg.output.save_every == 0) or step == total:
                 _save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir, layers, fsdp)
+                t_log = time.perf_counter() if since == 0 else t_log  # (a logged step: saving is not step time)
             if kill_after and step == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
         _save_final(cfg, acc, raw_objective, run_dir, layers, step, fsdp)
@@ -288,6 +363,43 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
         writer.close()
     acc.wait_for_everyone()
     return run_dir
+
+
+def _row_tokens(tdata) -> np.ndarray:
+    """Oracle prompt + context tokens of each kept training row (what train.batch_tokens counts)."""
+    from .dataset import _list_lengths
+
+    return tdata.lengths + _list_lengths(tdata.ds, "context_input_ids")[tdata.rows]
+
+
+def _share(rows: list, rank: int, world: int) -> list:
+    """This rank's part of a global batch of any size (train.batch_tokens), as even as it can be."""
+    bounds = np.linspace(0, len(rows), world + 1).astype(int)
+    return rows[bounds[rank] : bounds[rank + 1]]
+
+
+def _metrics_row(s: dict, step: int, epoch: int, step_time: float) -> dict[str, Any]:
+    """A metrics.jsonl row from a step's read-back numbers; `step_time`: the mean over the steps since the
+    last logged one (each step alone is not timed: that would need the GPU to finish it first)."""
+    return {
+        "step": step, "epoch": epoch, "loss": s["loss"], "lr": s["lr"], "tokens": s["tokens"],
+        "context_tokens": s["context_tokens"], "step_time_s": step_time, "tokens_per_s": s["tokens"] / step_time,
+        "padding_share": s["pad_tokens"] / max(1, s["total_tokens"]),
+        **{k: v for k, v in s.items() if k == "grad_norm" or k.startswith("loss/")},
+    }
+
+
+def _stepper(cfg, acc, objective, opt, sched, shapes):
+    """GraphedStep with train.cuda_graphs on one GPU; else None (the eager train_step), with a warning when
+    graphs were asked for where they cannot run."""
+    if not cfg.train.cuda_graphs:
+        return None
+    if acc.device.type != "cuda" or acc.num_processes > 1:
+        warnings.warn("train.cuda_graphs needs one process on a GPU; the step runs eagerly", stacklevel=3)
+        return None
+    from .graphs import GraphedStep
+
+    return GraphedStep(acc, objective, opt, sched, cfg, shapes)
 
 
 def _preflight(cfg, acc, objective, tdata, pad_id, per_rank: int) -> None:
@@ -370,6 +482,7 @@ def _save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir,
             (tmp / "trainer_state.json").write_text(json.dumps({
                 "step": step, **stream.state_dict(), "world_size": acc.num_processes,
                 "seed": cfg.train.seed, "batch_size": cfg.train.batch_size, "fsdp": fsdp,
+                "batch_tokens": cfg.train.batch_tokens,
             }, indent=1))
         acc.wait_for_everyone()  # every rank's files are in before the manifest seals them
         if main:
@@ -416,6 +529,9 @@ def _load_weights(ckpt: Path, peft_model, field: str | None = None) -> None:
 def _load_state(ckpt: Path, raw_objective, opt, sched, stream, rank: int, fsdp: bool) -> int:
     """Optimizer, schedule, data cursor and this rank's RNG from a checkpoint; returns its step."""
     state = json.loads((ckpt / "trainer_state.json").read_text())
+    if state.get("batch_tokens") != stream.main.budget:
+        raise ConfigError("train.batch_tokens", f"the checkpoint {ckpt} was written with batch_tokens "
+                                                f"{state.get('batch_tokens')}, not {stream.main.budget}")
     if state.get("batch_size") != stream.batch_size:
         raise ConfigError("train.batch_size", f"the checkpoint {ckpt} was written with batch size "
                                               f"{state.get('batch_size')}, not {stream.batch_size}")

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import collect_activations, inject_flat, position_ids_from_mask
-from ..models import unwrap
+from ..attention import mask_kind, packed_masks
+from ..hooks import AdapterSwitch, BlockTap, Injector, ModeSwitch, collect_activations, inject_flat, position_ids_from_mask
+from ..models import check_layer, decoder_layers, unwrap
 from .batching import OracleBatch
 
 
@@ -26,9 +27,11 @@ def backbone_of(model: nn.Module) -> nn.Module:
     return dec
 
 
-def autocast_ctx(mode: str | None, device: torch.device):
+def autocast_ctx(mode: str | None, device: torch.device, *, cache: bool = True):
+    """bf16 autocast for mode "bf16", else nothing. `cache=False` while capturing a CUDA graph (casts cached
+    across a captured region would be freed under it)."""
     if mode == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
@@ -99,7 +102,87 @@ class OracleObjective(nn.Module):
         return F.cross_entropy(logits, label_targets, reduction="none"), label_rows
 
 
-def batch_kwargs(b: OracleBatch) -> dict:
+class _Parts:
+    """What the packed objective reads on every step, found once (kept off the module tree: a plain holder)."""
+
+
+class PackedObjective(nn.Module):
+    """The objective on PackedBatch tensors: forward(**batch_kwargs(batch)) -> (per-target cross-entropy [N],
+    loss slot of each target [N]); the loss is (ce * label_weight).sum().
+
+    Everything that would otherwise walk the model on every step is found once here: the decoder blocks,
+    the adapter layers to switch off and the modules to put in eval mode for the context forward, the
+    collection hooks (armed per forward) and the injection hook (armed for the oracle forward)."""
+
+    def __init__(self, model: nn.Module, *, hook_layer: int = 1, coefficient: float = 1.0,
+                 autocast: str | None = None, injection_grad: str = "detached"):
+        super().__init__()
+        from .lean_lora import lean_lora
+
+        self.model = model
+        self.autocast = autocast
+        self.lean_layers = lean_lora(model)  # (the same function with fewer ops: lean_lora.py)
+        self.graph_capture = False  # (set while a CUDA graph is captured: autocast without its cache)
+        base = unwrap(model)
+        p = self._p = _Parts()
+        p.config = base.config
+        p.blocks = decoder_layers(model)
+        check_layer(len(p.blocks), hook_layer, "train.hook_layer")
+        p.inner, p.backbone, p.head = base, backbone_of(model), base.get_output_embeddings()
+        p.tap = BlockTap(p.blocks)
+        p.adapters, p.modes = AdapterSwitch(model), ModeSwitch(model)
+        p.injector = Injector(p.blocks[hook_layer], coefficient=coefficient, grad=injection_grad)
+        p.kind = mask_kind(base.config)  # None: transformers builds the masks (packed position ids)
+        p.dtype = base.get_input_embeddings().weight.dtype
+        p.cap = getattr(base.config, "final_logit_softcapping", None)
+
+    def close(self) -> None:
+        """Remove the hooks and the lean LoRA forward this objective put on the model."""
+        from .lean_lora import plain_lora
+
+        self._p.tap.close()
+        self._p.injector.close()
+        plain_lora(self.model)
+
+    def masks(self, seq: torch.Tensor):
+        p = self._p
+        return None if p.kind is None else packed_masks(p.config, seq, p.kind, p.dtype)
+
+    def _autocast(self, device):
+        return autocast_ctx(self.autocast, device, cache=not self.graph_capture)
+
+    def collect(self, ctx_ids, ctx_pos, ctx_seq, layers) -> dict[int, torch.Tensor]:
+        """{layer: [1, Tc, D]} block outputs of the base model (adapter off, dropout off) for a packed
+        context row: one forward, stopped after the deepest of `layers`."""
+        p = self._p
+        # (inference mode: the outputs are read, never differentiated, and its ops cost the host less)
+        with torch.inference_mode(), p.modes.eval(), p.adapters.off(), self._autocast(ctx_ids.device):
+            return p.tap.run(lambda: p.inner(input_ids=ctx_ids, attention_mask=self.masks(ctx_seq),
+                                             position_ids=ctx_pos, use_cache=False), layers)
+
+    def forward(self, ctx_ids, ctx_pos, ctx_seq, ids, pos, seq, src_layer, src_col, inject_col, inject_on,
+                label_col, label_target, label_task, label_weight=None, layers=(), bounds=None, call=None):
+        if call is not None:  # (see OracleObjective.forward)
+            return call(self.model)
+        p = self._p
+        with torch.profiler.record_function("ao.collect"):
+            acts = self.collect(ctx_ids, ctx_pos, ctx_seq, layers)
+            stacked = torch.stack([acts[layer][0] for layer in layers])  # [layers, Tc, D]
+            vectors = stacked[src_layer, src_col] * inject_on[:, None].to(stacked.dtype)
+        del acts, stacked
+        with p.injector.armed(None, inject_col, vectors, bounds=bounds), self._autocast(ids.device):
+            out = p.backbone(input_ids=ids, attention_mask=self.masks(seq), position_ids=pos, use_cache=False)
+            hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+            logits = p.head(hidden[0, label_col])  # the LM head only where there is a target
+        logits = logits.float()
+        if p.cap:
+            logits = torch.tanh(logits / p.cap) * p.cap
+        return F.cross_entropy(logits, label_target, reduction="none"), label_task
+
+
+def batch_kwargs(b) -> dict:
+    if not isinstance(b, OracleBatch):  # a PackedBatch
+        return dict(b.tensors, layers=b.layers, bounds=b.bounds)
     return dict(ctx_ids=b.ctx_ids, ctx_mask=b.ctx_mask, input_ids=b.input_ids, attention_mask=b.attention_mask,
                 ctx_layers=b.ctx_layers, ctx_pos=b.ctx_pos, label_rows=b.label_rows, label_cols=b.label_cols, label_targets=b.label_targets,
                 inject_rows=b.inject_rows, inject_cols=b.inject_cols, inject_bounds=b.inject_bounds,

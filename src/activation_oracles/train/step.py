@@ -12,8 +12,9 @@ import warnings
 
 import torch
 
-from .batching import TASKS, collate
-from .objective import OracleObjective, batch_kwargs
+from .batching import TASKS, OracleBatch, collate
+from .objective import OracleObjective, PackedObjective, batch_kwargs
+from .packed import STAT_SLOTS, collate_packed
 
 
 def apply_lora(model, cfg):
@@ -40,16 +41,39 @@ def apply_lora(model, cfg):
 
 
 def make_optimizer(params, cfg, device) -> torch.optim.AdamW:
-    """AdamW with the config's settings; the fused CUDA kernel on a GPU (one launch for all tensors)."""
-    fused = torch.device(device).type == "cuda"
-    return torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                             weight_decay=cfg.optim.weight_decay, **({"fused": True} if fused else {}))
+    """AdamW with the config's settings; the fused kernel where torch has one for the device (one launch for
+    all tensors instead of several per tensor), on a GPU capturable, with the learning rate a device tensor, when the step is captured as a CUDA graph
+    (train.cuda_graphs)."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    dev_type = torch.device(device).type
+    cuda = dev_type == "cuda"
+    kw = {"fused": True} if dev_type in _get_fused_kernels_supported_devices() else {}
+    lr = cfg.optim.lr
+    if cuda and cfg.train.cuda_graphs:
+        kw["capturable"] = True
+        lr = torch.tensor(float(lr), device=device)  # (set in place by the schedule, read by the graph)
+    opt = torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                            weight_decay=cfg.optim.weight_decay, **kw)
+    opt.ao_base_lr = float(cfg.optim.lr)  # (host copy: a tensor lr is never read back)
+    return opt
 
 
-def make_objective(model, cfg) -> OracleObjective:
+def host_lr(sched) -> float:
+    """The schedule's current learning rate as a host number. A tensor lr (train.cuda_graphs) is not read
+    back: it is the schedule's lambda times the configured lr, which the optimizer keeps as `ao_base_lr`."""
+    lr = sched.get_last_lr()[0]
+    if not isinstance(lr, torch.Tensor):
+        return float(lr)
+    return sched.optimizer.ao_base_lr * sched.lr_lambdas[0](sched.last_epoch)
+
+
+def make_objective(model, cfg) -> OracleObjective | PackedObjective:
+    """The training objective: PackedObjective with train.packing, else the padded OracleObjective."""
     t = cfg.train
-    return OracleObjective(model, hook_layer=t.hook_layer, coefficient=t.coefficient, autocast=t.autocast,
-                           injection_grad=t.injection_grad)
+    cls = PackedObjective if t.packing else OracleObjective
+    return cls(model, hook_layer=t.hook_layer, coefficient=t.coefficient, autocast=t.autocast,
+               injection_grad=t.injection_grad)
 
 
 COMPILE_GRAPH_LIMIT = 64
@@ -101,10 +125,40 @@ def check_context_packing(model, cfg, *, sharded: bool = False) -> float | None:
     return err
 
 
-def collate_for(cfg, rows, pad_id, *, sharded: bool = False, deepest: int | None = None):
-    """collate with the config's context grouping. `sharded` (FSDP): every rank must run the same
-    forwards, so the contexts go in one padded group and the context forward runs to `deepest`, the
-    deepest source layer of the whole global batch (not just of this rank's share)."""
+def check_packing(objective, cfg) -> float:
+    """train.packing: compare the packed objective's context forward (one row, the trainer's device-built
+    masks and position ids) with left-padded sequences through transformers' own masks, once, on short
+    random sequences and, for a model with a sliding window, one longer than the window, at a block after
+    every kind of attention layer. Returns the error; above PACKING_TOLERANCE the packed path is not this
+    model's function."""
+    from ..attention import sliding_windows
+    from ..steering import packing_error
+
+    p = objective._p
+    windows = [w for w in sliding_windows(p.config).values() if w]
+    lengths = (5, 3, 7) + tuple(w + 3 for w in windows if w <= 4096)
+    types = list(getattr(p.config.get_text_config() if hasattr(p.config, "get_text_config") else p.config,
+                         "layer_types", None) or [])
+    layer = min(len(p.blocks) - 1, max([1] + [types.index(t) for t in set(types)]))
+    with torch.no_grad():
+        return packing_error(objective.model, lengths=lengths, layer=layer,
+                             collect=lambda ids, pos, seq, at: objective.collect(ids, pos, seq, [at])[at][0])
+
+
+def collate_for(cfg, rows, pad_id, *, sharded: bool = False, deepest: int | None = None, scale: float = 1.0,
+                shapes=None):
+    """The batch the config's objective takes: packed (train.packing; `scale` is each target's loss weight,
+    `shapes` the run's ShapeBuckets), or padded with the config's context grouping. `sharded` (FSDP): every
+    rank must run the same forwards, so the contexts go in one padded group and the context forward runs to
+    `deepest`, the deepest source layer of the whole global batch (not just of this rank's share)."""
+    if getattr(cfg.train, "packing", False) and not sharded:
+        return collate_packed(rows, scale=scale, shapes=shapes, pad_id=pad_id)
+    return collate_padded(cfg, rows, pad_id, sharded=sharded, deepest=deepest)
+
+
+def collate_padded(cfg, rows, pad_id, *, sharded: bool = False, deepest: int | None = None):
+    """The padded OracleBatch with the config's context grouping (what the in-training generation
+    evaluation reads its context groups from, whatever the step's batches are); `sharded`: as collate_for."""
     t = cfg.train
     if sharded:
         batch = collate(rows, pad_id, context_pad_tolerance=1.0)
@@ -127,55 +181,94 @@ def _phase(name: str):
     return torch.profiler.record_function(name)
 
 
+class StepStats:
+    """A step's numbers, on the device until `read()`: the one read-back, made only when the loop logs (on a
+    GPU any earlier read would stall the host until the device caught up). Indexing reads too."""
+
+    def __init__(self, acc, sums, gnorm, counts: list[int], tokens: list[int], lr: float, denom: float):
+        self.acc, self.sums, self.gnorm = acc, sums, gnorm
+        self.counts, self.tokens, self.lr, self.denom = counts, tokens, lr, denom
+        self._read = None
+
+    def read(self) -> dict:
+        """loss, per-task loss, oracle/context/pad/total tokens (summed over ranks), grad norm, lr."""
+        if self._read is not None:
+            return self._read
+        dev = self.sums.device
+        parts = [self.sums.double(), torch.tensor(self.counts + self.tokens, dtype=torch.float64, device=dev)]
+        if self.gnorm is not None:  # (a DTensor under FSDP)
+            g = self.gnorm.full_tensor() if hasattr(self.gnorm, "full_tensor") else self.gnorm
+            parts.append(g.detach().double().reshape(1))
+        stats = torch.cat(parts)
+        if self.acc.num_processes > 1:
+            stats = self.acc.reduce(stats, reduction="sum")
+            if self.gnorm is not None:  # (every rank holds the same norm: not a sum)
+                stats[-1] /= self.acc.num_processes
+        stats = stats.cpu().tolist()  # the one read-back
+        n = len(self.counts)
+        sums, counts, tokens = stats[:n], stats[n : 2 * n], stats[2 * n : 2 * n + 4]
+        real = sums[: len(TASKS) + 1]  # (the last slot holds the padding targets of bucketed batches)
+        out = {"loss": sum(real) / self.denom, "lr": self.lr, "tokens": int(tokens[0]),
+               "context_tokens": int(tokens[1]), "pad_tokens": int(tokens[2]), "total_tokens": int(tokens[3])}
+        if self.gnorm is not None:
+            out["grad_norm"] = stats[-1]
+        for i, t in enumerate(TASKS):
+            if counts[i] > 0:
+                out[f"loss/{t}"] = sums[i] / counts[i]
+        self._read = out
+        return out
+
+    def __getitem__(self, key):
+        return self.read()[key]
+
+
 def train_step(acc, objective, opt, sched, micro_rows: list[list[dict]], pad_id: int, cfg, denom: float,
-               deepest: int | None = None) -> dict:
+               deepest: int | None = None, shapes=None) -> StepStats:
     """One optimiser step over this rank's micro-batches (lists of data rows). `denom`: labelled targets
     of the whole global batch (the loss is their mean over all ranks); `deepest`: its deepest source
-    layer (needed under FSDP). Returns the step's numbers, summed over ranks: loss, per-task loss,
-    oracle/context/pad/total tokens, grad norm, lr."""
+    layer (needed under FSDP); `shapes`: the run's ShapeBuckets (packed batches of a few fixed shapes).
+    Nothing is read back from the device: the numbers come from the returned StepStats' `read()`."""
     world, dev = acc.num_processes, acc.device
     sharded = _sharded(objective)
-    n = len(TASKS) + 1  # the last slot: rows of any other task
-    sums = torch.zeros(n, dtype=torch.float64, device=dev)
-    counts = torch.zeros(n, dtype=torch.float64, device=dev)
-    tokens = torch.zeros(4, dtype=torch.float64)  # oracle, context, pad, total
+    sums = torch.zeros(STAT_SLOTS, dtype=torch.float64, device=dev)
+    counts = [0] * STAT_SLOTS
+    tokens = [0, 0, 0, 0]  # oracle, context, pad, total
     for j, rows in enumerate(micro_rows):
         with _phase("ao.collate"):
-            batch = collate_for(cfg, rows, pad_id, sharded=sharded, deepest=deepest)
+            batch = collate_for(cfg, rows, pad_id, sharded=sharded, deepest=deepest, scale=world / denom,
+                                shapes=shapes)
         with _phase("ao.to_device"):
             batch = batch.to(dev)
         sync = contextlib.nullcontext() if j == len(micro_rows) - 1 else acc.no_sync(objective)
         with sync:
             with _phase("ao.forward"):
-                ce, label_rows = objective(**batch_kwargs(batch))
+                ce, which = objective(**batch_kwargs(batch))
             with _phase("ao.backward"):
-                acc.backward(ce.sum() * (world / denom))
-        k = batch.task_ids[label_rows]
-        sums.index_add_(0, k, ce.detach().double())
-        counts.index_add_(0, k, torch.ones_like(ce, dtype=torch.float64))
-        tokens += torch.tensor([batch.real_tokens, batch.context_tokens, batch.pad_tokens, batch.total_tokens],
-                               dtype=torch.float64)
+                if isinstance(batch, OracleBatch):
+                    acc.backward(ce.sum() * (world / denom))
+                else:
+                    acc.backward((ce * batch.label_weight).sum())
+        slots = batch.task_ids[which] if isinstance(batch, OracleBatch) else which  # (padded: which = target's row)
+        counts = [c + k for c, k in zip(counts, batch.task_counts)]
+        sums.index_add_(0, slots, ce.detach().double())
+        tokens = [a + b for a, b in zip(tokens, (batch.real_tokens, batch.context_tokens, batch.pad_tokens,
+                                                 batch.total_tokens))]
     gnorm = None
     if cfg.optim.max_grad_norm > 0:
-        gnorm = acc.clip_grad_norm_(objective.parameters(), cfg.optim.max_grad_norm)
-    lr = sched.get_last_lr()[0]
+        if sharded:  # (FSDP: accelerate finds the sharded module from its parameters)
+            gnorm = acc.clip_grad_norm_(objective.parameters(), cfg.optim.max_grad_norm)
+        else:  # the optimizer's own list: no walk of the model, one foreach op per kind
+            gnorm = torch.nn.utils.clip_grad_norm_(_trainable(opt), cfg.optim.max_grad_norm, foreach=True)
+    lr = host_lr(sched)
     with _phase("ao.optimizer"):
         opt.step()
     sched.step()
     opt.zero_grad(set_to_none=True)
-    stats = torch.cat([sums, counts, tokens.to(dev)])
-    if world > 1:
-        stats = acc.reduce(stats, reduction="sum")
-    stats = stats.cpu()  # the step's one read-back
-    sums, counts, tokens = stats[:n], stats[n : 2 * n], stats[2 * n :]
-    out = {"loss": float(sums.sum()) / denom, "lr": lr, "tokens": int(tokens[0]), "context_tokens": int(tokens[1]),
-           "pad_tokens": int(tokens[2]), "total_tokens": int(tokens[3])}
-    if gnorm is not None:  # (a DTensor under FSDP)
-        out["grad_norm"] = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)
-    for i, t in enumerate(TASKS):
-        if counts[i] > 0:
-            out[f"loss/{t}"] = float(sums[i] / counts[i])
-    return out
+    return StepStats(acc, sums, gnorm, counts, tokens, lr, denom)
+
+
+def _trainable(opt) -> list[torch.Tensor]:
+    return [p for g in opt.param_groups for p in g["params"]]
 
 
 def _is_oom(err: BaseException) -> bool:

@@ -33,3 +33,20 @@ def synthetic_row(rng: np.random.Generator, *, oracle: int, context: int, k: int
     return {"task": task, "input_ids": ids, "labels": [IGNORE_INDEX] * (oracle - labels) + ids[oracle - labels :],
             "positions": list(range(start, start + k)), "context_input_ids": rng.integers(5, vocab - 5, size=context).tolist(),
             "context_positions": list(range(context - k, context)), "layer": int(layer)}
+
+
+def synthetic_batches(lengths: dict[str, np.ndarray], n_batches: int, batch_size: int, vocab: int,
+                      layers: list[int], seed: int, percentile: float = 99.9) -> list[list[dict]]:
+    """`n_batches` global batches of rows with the sampled lengths, in the trainer's group-by-length order
+    (length filter, windows of 20 batches sorted by oracle length)."""
+    from .batching import epoch_batches, length_filter
+
+    rng = np.random.default_rng(seed)
+    keep = length_filter(lengths["oracle"], percentile)
+    order = epoch_batches(lengths["oracle"][keep], batch_size, seed=seed, epoch=0, window=20)
+    if len(order) < n_batches:
+        raise ValueError(f"the length sample holds {len(order)} batches of {batch_size}, fewer than {n_batches}")
+    return [[synthetic_row(rng, oracle=int(lengths["oracle"][i]), context=int(lengths["context"][i]),
+                           k=int(lengths["k"][i]), labels=int(lengths["labels"][i]),
+                           layer=layers[int(lengths["layer"][i])], vocab=vocab, task=str(lengths["task"][i]))
+             for i in keep[b]] for b in order[:n_batches]]
