@@ -184,8 +184,8 @@ class ForwardCounter:
 
 
 class Ours:
-    def __init__(self, model, cfg, acc):
-        self.cfg, self.acc = cfg, acc
+    def __init__(self, model, cfg, acc, shapes=None):
+        self.cfg, self.acc, self.shapes = cfg, acc, shapes
         self.objective = make_objective(model, cfg)
         self.opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, acc.device)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 1.0)
@@ -194,7 +194,8 @@ class Ours:
         from activation_oracles.prompt import IGNORE_INDEX
 
         denom = float(sum(sum(1 for x in r["labels"][1:] if x != IGNORE_INDEX) for r in rows))
-        stats = train_step(self.acc, self.objective, self.opt, self.sched, [rows], 0, self.cfg, denom)
+        stats = train_step(self.acc, self.objective, self.opt, self.sched, [rows], 0, self.cfg, denom,
+                           shapes=self.shapes)
         if log and hasattr(stats, "read"):
             return stats.read()
         return stats
@@ -211,6 +212,26 @@ class Reference:
 
     def __call__(self, rows, *, log: bool = False):
         return reference_step(self.model, self.opt, rows, 0, hook_layer=self.cfg.train.hook_layer, foreach=True)
+
+
+def shapes_for(cfg, batches, layers):
+    """The preset's shape buckets (train.shape_buckets), made from these batches as the trainer makes them
+    from its data."""
+    import numpy as np
+
+    from activation_oracles.prompt import IGNORE_INDEX
+    from activation_oracles.train.shapes import ShapeBuckets, micro_batch_sizes
+
+    if not (cfg.train.packing and cfg.train.shape_buckets):
+        return None
+    rows = [r for b in batches for r in b]
+    per_row = {"oracle": np.array([len(r["input_ids"]) for r in rows]),
+               "context": np.array([len(r["context_input_ids"]) for r in rows]),
+               "placeholders": np.array([len(r["positions"]) for r in rows]),
+               "labels": np.array([sum(1 for x in r["labels"][1:] if x != IGNORE_INDEX) for r in rows])}
+    bounds = np.cumsum([0] + [len(b) for b in batches])
+    sizes = micro_batch_sizes(per_row, [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])], 1)
+    return ShapeBuckets.from_sizes(sizes, cfg.train.shape_buckets, layers)
 
 
 def measure(loops: dict, batches, warmup: int, models: dict) -> dict:
@@ -285,7 +306,7 @@ def main():
     layers = [layer_from_percent(n, p) for p in cfg.data.layer_percents]
     batches = synthetic_batches(load_lengths(), args.warmup + args.steps, cfg.train.batch_size, config.vocab_size,
                                 layers, args.seed)
-    loops = {"ours": Ours(model, cfg, acc), "reference": Reference(ref_model, cfg)}
+    loops = {"ours": Ours(model, cfg, acc, shapes_for(cfg, batches, layers)), "reference": Reference(ref_model, cfg)}
     models = {"ours": model, "reference": ref_model}
     res = measure(loops, batches, args.warmup, models)
     syncs = count_syncs(loops, batches[-1], models)

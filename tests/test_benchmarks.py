@@ -23,6 +23,7 @@ EXPECT = {
     "demo_sweep.py": ("seconds", "variants", "finished"),
     "train_step.py": ("step_s", "parts_s", "tokens_per_s", "reference_step_s", "speedup_vs_reference"),
     "gpu_train.py": ("speedup_vs_reference",),
+    "host_cost.py": ("ours_host_ms", "reference_host_ms", "ratio"),
     "score_tokens.py": ("batched_s", "separate_s", "speedup"),
     "text_transfer.py": ("seconds", "final_loss"),
 }
@@ -48,13 +49,16 @@ def test_smoke(script):
            "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
     path = str(ROOT / "benchmarks" / script)
     # (gpu_train: the variants and the profiler a device call uses, so none of them rots unseen)
-    cmd = [sys.executable, "-c", NO_DATASETS, path, "--smoke", "--grid", "attn=sdpa;pack=1,autocast=bf16",
+    cmd = [sys.executable, "-c", NO_DATASETS, path, "--smoke", "--grid", "attn=sdpa;packing=1,buckets=2,graphs=1,autocast=bf16",
            "--profile", "1"] if script == "gpu_train.py" else [sys.executable, path, "--smoke"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-4000:])
     out = json.loads(p.stdout.strip().splitlines()[-1])
     for key in EXPECT[script]:
         assert out[key] > 0, (key, out)
+    if script == "host_cost.py":  # the GPU path (the preset's settings): one context forward, nothing read back
+        assert out["context_forwards_per_step"] == 1 and out["syncs_per_step"] == 0, out
+        assert out["reference_syncs_per_step"] > 0, out
     if script == "score_tokens.py":  # one batched call and four single calls give the same probabilities
         assert out["positions"] == 4 and out["max_prob_diff"] < 1e-4, out
     if script == "gpu_train.py":

@@ -21,6 +21,7 @@ state saved and put back, so the warm-up changes nothing. The first step of a ru
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
@@ -144,3 +145,14 @@ class GraphedStep:
             self.objective.graph_capture = False
         self.captures += 1
         return static, layout, replay
+
+
+def make_stepper(cfg, acc, objective, opt, sched, shapes) -> GraphedStep | None:
+    """GraphedStep with train.cuda_graphs on one GPU; else None (the eager train_step), with a warning when
+    graphs were asked for where they cannot run."""
+    if not cfg.train.cuda_graphs:
+        return None
+    if acc.device.type != "cuda" or acc.num_processes > 1:
+        warnings.warn("train.cuda_graphs needs one process on a GPU; the step runs eagerly", stacklevel=3)
+        return None
+    return GraphedStep(acc, objective, opt, sched, cfg, shapes)

@@ -36,6 +36,7 @@ from .config import ConfigError, TrainConfig, load_config
 from .dataset import (
     build_configured_mixture, check_data_tokenizer, multi_layers, open_split, open_train_data, resolve_data_dir,
 )
+from .graphs import make_stepper
 from .step import apply_lora, check_context_packing, make_objective, make_optimizer, train_step
 
 
@@ -307,7 +308,7 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     if cfg.train.preflight or (cfg.train.preflight is None and acc.device.type == "cuda"):
         worst = per_step if not budget else int(np.searchsorted(np.cumsum(np.sort(costs)[::-1]), budget, "right"))
         _preflight(cfg, acc, objective, tdata, pad_id, max(1, worst // world))
-    stepper = _stepper(cfg, acc, objective, opt, sched, shapes)
+    stepper = make_stepper(cfg, acc, objective, opt, sched, shapes)
 
     writer = MetricsWriter(run_dir, cfg, keep_until=start if ckpt_dir is not None else None, enabled=main)
     bar = None
@@ -387,19 +388,6 @@ def _metrics_row(s: dict, step: int, epoch: int, step_time: float) -> dict[str, 
         "padding_share": s["pad_tokens"] / max(1, s["total_tokens"]),
         **{k: v for k, v in s.items() if k == "grad_norm" or k.startswith("loss/")},
     }
-
-
-def _stepper(cfg, acc, objective, opt, sched, shapes):
-    """GraphedStep with train.cuda_graphs on one GPU; else None (the eager train_step), with a warning when
-    graphs were asked for where they cannot run."""
-    if not cfg.train.cuda_graphs:
-        return None
-    if acc.device.type != "cuda" or acc.num_processes > 1:
-        warnings.warn("train.cuda_graphs needs one process on a GPU; the step runs eagerly", stacklevel=3)
-        return None
-    from .graphs import GraphedStep
-
-    return GraphedStep(acc, objective, opt, sched, cfg, shapes)
 
 
 def _preflight(cfg, acc, objective, tdata, pad_id, per_rank: int) -> None:

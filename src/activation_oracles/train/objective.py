@@ -117,11 +117,11 @@ class PackedObjective(nn.Module):
     def __init__(self, model: nn.Module, *, hook_layer: int = 1, coefficient: float = 1.0,
                  autocast: str | None = None, injection_grad: str = "detached"):
         super().__init__()
-        from .lean_lora import lean_lora
+        from .lean import lean_lora, lean_norms
 
         self.model = model
         self.autocast = autocast
-        self.lean_layers = lean_lora(model)  # (the same function with fewer ops: lean_lora.py)
+        self.lean_layers = lean_lora(model) + lean_norms(model)  # (the same functions with fewer ops: lean.py)
         self.graph_capture = False  # (set while a CUDA graph is captured: autocast without its cache)
         base = unwrap(model)
         p = self._p = _Parts()
@@ -138,7 +138,7 @@ class PackedObjective(nn.Module):
 
     def close(self) -> None:
         """Remove the hooks and the lean LoRA forward this objective put on the model."""
-        from .lean_lora import plain_lora
+        from .lean import plain_lora
 
         self._p.tap.close()
         self._p.injector.close()
