@@ -202,6 +202,20 @@ def _choice_tokens(tokenizer, choices) -> list[list[int]]:
     return toks
 
 
+def resolve_choice_method(tokenizer, choices, method: str = "auto") -> str:
+    """The method `choice_probs` uses for these choices ("auto" resolved), after checking that it can tell
+    them apart: raises ValueError before any forward otherwise."""
+    if method not in CHOICE_METHODS:
+        raise ValueError(f"method={method!r}: use one of {', '.join(CHOICE_METHODS)}")
+    firsts = [t[0] for t in _choice_tokens(tokenizer, tuple(choices))]
+    distinct = len(set(firsts)) == len(firsts)
+    if method == "auto":
+        return "first_token" if distinct else "sequence"
+    if method == "first_token" and not distinct:
+        choice_token_ids(tokenizer, tuple(choices))  # raises, naming the shared first token
+    return method
+
+
 @torch.no_grad()
 def choice_probs(
     model,
@@ -221,15 +235,9 @@ def choice_probs(
     forward (choices must start with distinct tokens). `"sequence"`: softmax over each choice's whole
     token sequence (sum of its tokens' log-probabilities, teacher-forced), one forward of B x C rows.
     `"auto"`: first_token when the first tokens tell the choices apart, else sequence."""
-    if method not in CHOICE_METHODS:
-        raise ValueError(f"method={method!r}: use one of {', '.join(CHOICE_METHODS)}")
+    method = resolve_choice_method(tokenizer, choices, method)
     toks = _choice_tokens(tokenizer, tuple(choices))
     firsts = [t[0] for t in toks]
-    distinct = len(set(firsts)) == len(firsts)
-    if method == "auto":
-        method = "first_token" if distinct else "sequence"
-    if method == "first_token" and not distinct:
-        choice_token_ids(tokenizer, tuple(choices))  # raises, naming the shared first token
     n_c = len(choices)
     steer = dict(hook_layer=hook_layer, coefficient=coefficient)
     if method == "first_token":
