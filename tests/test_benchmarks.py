@@ -24,6 +24,7 @@ EXPECT = {
     "train_step.py": ("step_s", "parts_s", "tokens_per_s", "reference_step_s", "speedup_vs_reference"),
     "gpu_train.py": ("speedup_vs_reference",),
     "score_tokens.py": ("batched_s", "separate_s", "speedup"),
+    "serve_load.py": ("rps", "sequential_rps", "speedup", "answered", "rss_end_mb"),
     "text_transfer.py": ("seconds", "final_loss"),
 }
 # gpu_train.py must run where `datasets` (and so pyarrow) is not installed: the GPU machine.
@@ -55,6 +56,9 @@ def test_smoke(script):
     out = json.loads(p.stdout.strip().splitlines()[-1])
     for key in EXPECT[script]:
         assert out[key] > 0, (key, out)
+    if script == "serve_load.py":  # every request answered, every answer equal to Oracle.score's, bad ones refused
+        assert out["wrong"] == out["lost"] == 0 and out["malformed_ok"] == out["malformed"] > 0, out
+        assert out["answered"] == out["requests"] and out["max_prob_diff"] < 1e-4, out
     if script == "score_tokens.py":  # one batched call and four single calls give the same probabilities
         assert out["positions"] == 4 and out["max_prob_diff"] < 1e-4, out
     if script == "gpu_train.py":

@@ -10,12 +10,11 @@ from typing import Any
 import torch
 
 from .agreement import agree, normalize_answer
-from .hooks import collect_activations
-from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, model_device, num_layers
+from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, num_layers
 from .oracle_config import read_ao_config
 from .prompt import chat_ids, format_oracle_prompt
 from .registry import resolve_adapter
-from .steering import choice_probs, generate_steered, left_pad, resolve_choice_method
+from .steering import choice_probs, collect_padded, generate_steered, resolve_choice_method
 
 MODES = ("full", "tokens", "segment")
 SOURCES = ("orig", "lora", "diff")
@@ -378,21 +377,19 @@ class Oracle:
         return out
 
     def _collect_batch(self, seqs, layers, source, target_adapter):
-        ids, mask, offsets = left_pad(seqs, self.tokenizer.pad_token_id)
-        dev = model_device(self.model)
-        ids, mask = ids.to(dev), mask.to(dev)
+        pad = self.tokenizer.pad_token_id
 
         def run(with_target: bool):
             if not with_target:
-                return collect_activations(self.model, ids, mask, layers=layers)
+                return collect_padded(self.model, seqs, pad, layers=layers)
             with self.target_weights(target_adapter) as model:
-                return collect_activations(model, ids, mask, layers=layers, use_adapter=True)
+                return collect_padded(model, seqs, pad, layers=layers, use_adapter=True)
 
         if source == "orig":
-            return run(False), offsets
+            return run(False)
         if source == "lora":
-            return run(True), offsets
-        tuned, base = run(True), run(False)
+            return run(True)
+        (tuned, offsets), (base, _) = run(True), run(False)
         return {layer: tuned[layer].float() - base[layer].float() for layer in layers}, offsets
 
     # ------------------------------------------------------------------ asking

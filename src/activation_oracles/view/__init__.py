@@ -29,4 +29,5 @@ def write_view(oracle, context: str, questions, out: str | Path, *, png: str | P
 
 
 __all__ = ["KINDS", "ContextTokens", "QuestionView", "View", "compute_view", "context_tokens", "question_kind",
-           "render_fragment", "render_html", "render_view", "serve_page", "serve_until_stopped", "write_figure", "write_view"]
+           "render_fragment", "render_html", "render_view", "serve_page", "serve_until_stopped", "write_figure",
+           "write_view"]
