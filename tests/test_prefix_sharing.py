@@ -35,20 +35,22 @@ def test_shared_prefix_equals_whole_rows(arch):
 
 
 def test_scores_with_and_without_a_shared_prefix(smol_tokenizer, monkeypatch):
-    """The oracle's prompts share the template's system prompt: scored together with it cached, each
-    equals the prompt scored alone; and the shared path really ran (one prefix forward of one row)."""
+    """The oracle's prompts share the template's system prompt and the injections of the contexts'
+    template tokens: scored together with those cached, each equals the prompt scored alone; and the
+    shared path really ran (one prefix forward of one row)."""
     oracle = ao.Oracle(make_tiny_model("llama", seed=4), smol_tokenizer)
     contexts = ["I loved it.", "The train was late again today.", "Prices went up."]
     rows = []
     real = steering._prefix_cache
 
-    def spy(model, prefix, n):
-        rows.append((len(prefix), n))
-        return real(model, prefix, n)
+    def spy(model, prefix, n, injected=None, **kw):
+        rows.append((len(prefix), n, 0 if injected is None else len(injected[1])))
+        return real(model, prefix, n, injected, **kw)
 
     monkeypatch.setattr(steering, "_prefix_cache", spy)
     together = oracle.score(contexts, "Is it positive?", positions="all")
-    assert rows and all(p >= SHARED_PREFIX_MIN and n == 3 for p, n in rows)
+    # the template's tokens, and the placeholders of the contexts' template tokens (the same vectors), once
+    assert rows and all(p >= SHARED_PREFIX_MIN and n == 3 and k >= SHARED_PREFIX_MIN for p, n, k in rows), rows
     alone = [oracle.score(c, "Is it positive?", positions="all")[0] for c in contexts]
     for a, b in zip(together, alone):
         assert a.text == b.text and abs(a.probs["Yes"] - b.probs["Yes"]) < 1e-5

@@ -148,9 +148,15 @@ def _collect_shared(model, seqs, pad_id, p, layers, use_adapter):
     return out, offsets
 
 
-def _prefix_cache(model, prefix: list[int], rows: int):
-    """The cache of `prefix` run once through `model` (its active adapter), repeated for `rows` rows."""
-    out = model(input_ids=torch.tensor([prefix], device=model_device(model)), use_cache=True, logits_to_keep=1)
+def _prefix_cache(model, prefix: list[int], rows: int, injected=None, *, hook_layer: int = 1,
+                  coefficient: float = 1.0):
+    """The cache of `prefix` run once through `model` (its active adapter), with `injected` = (vectors,
+    positions) steered in, repeated for `rows` rows."""
+    steer = contextlib.nullcontext()
+    if injected is not None:
+        steer = inject(model, [injected[0]], [injected[1]], hook_layer=hook_layer, coefficient=coefficient)
+    with steer:
+        out = model(input_ids=torch.tensor([prefix], device=model_device(model)), use_cache=True, logits_to_keep=1)
     cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
     cache.batch_repeat_interleave(rows)
     return cache
@@ -238,25 +244,42 @@ def generate_answers(model, tokenizer, prompt_ids, placeholder_positions, vector
     return generate_steered(model, tokenizer, prompt_ids, placeholder_positions, vectors, **kwargs).texts
 
 
+def _shared_part(prompt_ids, placeholder_positions, vectors, limit: int) -> tuple[int, int]:
+    """(p, k): every prompt starts with the same p tokens (at most `limit`), and its first k injections are
+    the same too (same positions, equal vectors), all of them before p. The template's system prompt is
+    such a part, and so are the placeholders of a context's template tokens, whose activations the
+    contexts share (`collect_padded` reads them once)."""
+    p = shared_prefix(prompt_ids, limit)
+    if vectors is None:
+        return p, 0
+    first_pos, first_vec, k = placeholder_positions[0], vectors[0], 0
+    while k < len(first_pos) and first_pos[k] < p and all(
+            len(ps) > k and ps[k] == first_pos[k] and torch.equal(v[k], first_vec[k])
+            for ps, v in zip(placeholder_positions[1:], vectors[1:])):
+        k += 1
+    nxt = [ps[k] for ps in placeholder_positions if len(ps) > k]  # each row's first own injection
+    return min([p, *nxt]), k
+
+
 def _steered_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors, *, keep: int, hook_layer: int,
                     coefficient: float) -> torch.Tensor:
     """[B, keep, V] float32 logits at the last `keep` positions of each steered (left-padded) prompt. The
-    tokens every prompt starts with, before any placeholder (the template's system prompt and turn header),
-    are run once and cached when there are enough of them (`collect_padded`'s rule)."""
-    p = 0
+    part every prompt shares (`_shared_part`: the same tokens and injections) is run once and cached when
+    it is long enough (`collect_padded`'s rule); each row runs only the rest."""
+    p = k = 0
     if len(prompt_ids) > 1:
-        limit = min(len(s) for s in prompt_ids) - keep
-        if vectors is not None:
-            limit = min(limit, min(min(ps) for ps in placeholder_positions))  # the injected part runs per row
-        p = shared_prefix(prompt_ids, limit)
-        p = p if p >= SHARED_PREFIX_MIN and prefix_sharing_ok(model) else 0
-    past = {}
+        p, k = _shared_part(prompt_ids, placeholder_positions, vectors, min(len(s) for s in prompt_ids) - keep)
+        if p < SHARED_PREFIX_MIN or not prefix_sharing_ok(model):
+            p = k = 0
+    past, steer_kw = {}, dict(hook_layer=hook_layer, coefficient=coefficient)
     if p:
-        past[cache_kwarg(model)] = _prefix_cache(model, list(prompt_ids[0][:p]), len(prompt_ids))
+        shared = (vectors[0][:k], placeholder_positions[0][:k]) if k else None
+        past[cache_kwarg(model)] = _prefix_cache(model, list(prompt_ids[0][:p]), len(prompt_ids), shared, **steer_kw)
         prompt_ids = [s[p:] for s in prompt_ids]
-        placeholder_positions = [[x - p for x in ps] for ps in placeholder_positions]
-    ids, mask, steer = steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors,
-                                     hook_layer=hook_layer, coefficient=coefficient)
+        placeholder_positions = [[x - p for x in ps[k:]] for ps in placeholder_positions]
+        if vectors is not None:
+            vectors = [v[k:] for v in vectors] if any(placeholder_positions) else None
+    ids, mask, steer = steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors, **steer_kw)
     positions = p + position_ids_from_mask(mask)
     if p:
         mask = torch.cat([mask.new_ones(mask.shape[0], p), mask], 1)
