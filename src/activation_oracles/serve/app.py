@@ -57,7 +57,7 @@ def _field_of(message: str, fields) -> str | None:
 def _as_http_error(e: BaseException, fields) -> HTTPError:
     if isinstance(e, LimitError):
         return HTTPError(413, str(e), e.field, limit=e.limit, value=e.value)
-    if isinstance(e, (ValueError, TypeError, KeyError, IndexError)):
+    if isinstance(e, (ValueError, TypeError)):  # how Oracle refuses its arguments
         return HTTPError(422, str(e), _field_of(str(e), fields))
     log.exception("request failed", exc_info=e)
     return HTTPError(500, f"internal error ({type(e).__name__}); the server goes on")
