@@ -25,6 +25,7 @@ EXPECT = {
     "gpu_train.py": ("speedup_vs_reference",),
     "host_cost.py": ("ours_host_ms", "reference_host_ms", "ratio"),
     "score_tokens.py": ("batched_s", "separate_s", "speedup"),
+    "serve_load.py": ("rps", "sequential_rps", "speedup", "answered", "rss_end_mb"),
     "text_transfer.py": ("seconds", "final_loss"),
 }
 # gpu_train.py must run where `datasets` (and so pyarrow) is not installed: the GPU machine.
@@ -59,6 +60,9 @@ def test_smoke(script):
     if script == "host_cost.py":  # the GPU path (the preset's settings): one context forward, nothing read back
         assert out["context_forwards_per_step"] == 1 and out["syncs_per_step"] == 0, out
         assert out["reference_syncs_per_step"] > 0, out
+    if script == "serve_load.py":  # every request answered, every answer equal to Oracle.score's, bad ones refused
+        assert out["wrong"] == out["lost"] == 0 and out["malformed_ok"] == out["malformed"] > 0, out
+        assert out["answered"] == out["requests"] and out["max_prob_diff"] < 1e-4, out
     if script == "score_tokens.py":  # one batched call and four single calls give the same probabilities
         assert out["positions"] == 4 and out["max_prob_diff"] < 1e-4, out
     if script == "gpu_train.py":

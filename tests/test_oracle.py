@@ -289,13 +289,13 @@ def test_many_contexts_run_in_several_forwards(tiny_oracle, monkeypatch):
     import activation_oracles.oracle as oracle_mod
 
     oracle = tiny_oracle
-    forwards, real = [], oracle_mod.collect_activations
+    forwards, real = [], oracle_mod.collect_padded
 
-    def counting(model, ids, *a, **k):
-        forwards.append(ids.shape[0])
-        return real(model, ids, *a, **k)
+    def counting(model, seqs, *a, **k):
+        forwards.append(len(seqs))
+        return real(model, seqs, *a, **k)
 
-    monkeypatch.setattr(oracle_mod, "collect_activations", counting)
+    monkeypatch.setattr(oracle_mod, "collect_padded", counting)
     generates = _record(monkeypatch, oracle)["generate"]
     contexts = [f"Sentence number {i} is here." for i in range(7)]
     answers = oracle.ask(contexts, "Q?", positions="last", max_new_tokens=2, batch_size=3)

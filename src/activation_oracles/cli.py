@@ -14,6 +14,7 @@ from .data.cli import app as data_app
 from .eval.cli import register as register_eval
 from .oracle import parse_positions  # noqa: F401  (re-exported: `ao ask --positions`)
 from .plan import register as register_plan
+from .serve.cli import register as register_serve
 from .train.cli import register as register_train
 from .view.cli import register as register_view
 
@@ -28,6 +29,7 @@ register_eval(app)
 register_plan(app)
 register_audit(app)
 register_view(app)
+register_serve(app)
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -163,6 +164,12 @@ class _StopForward(Exception):
     pass
 
 
+def cache_kwarg(model: nn.Module) -> str:
+    """The name of the KV-cache argument of this model's forward: `cache` in recent transformers,
+    `past_key_values` before (and still accepted, with a deprecation warning, for a while)."""
+    return "cache" if "cache" in inspect.signature(unwrap(model).forward).parameters else "past_key_values"
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted from each row's first real token, so a left-padded row reads exactly as it
     would alone (a plain forward otherwise numbers the pad tokens too)."""
@@ -300,11 +307,14 @@ def collect_activations(
     layers: Sequence[int],
     use_adapter: bool = False,
     position_ids: torch.Tensor | None = None,
+    past_key_values=None,
 ) -> dict[int, torch.Tensor]:
     """Residual stream (block outputs) at `layers`: {layer: [B, L, D]}, from one forward that stops
     after the deepest requested block. On a PEFT model the adapter is off unless `use_adapter`.
     `position_ids` without a mask: packed sequences (positions restart at 0 at each one; transformers
-    builds the block-diagonal mask from them)."""
+    builds the block-diagonal mask from them). `past_key_values`: a cache of tokens that come before
+    `input_ids` in every row (see `steering.collect_padded`), filled in place up to the deepest block;
+    `attention_mask` then covers `input_ids` only."""
     blocks = decoder_layers(model)
     wanted = sorted({check_layer(len(blocks), int(layer), "layers") for layer in layers})
     if not wanted:
@@ -314,19 +324,25 @@ def collect_activations(
         attention_mask = None if attention_mask is None else attention_mask[None]
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids is empty: the context has no tokens")
-    kwargs = {}
-    if position_ids is not None:
+    adapters = contextlib.nullcontext() if use_adapter else AdapterSwitch(model).off()
+    inner = model if use_adapter else unwrap(model)
+    kwargs, use_cache = {}, False
+    if past_key_values is not None:  # (rows continuing a cached prefix: positions and mask start after it)
+        past = past_key_values.get_seq_length()
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        attention_mask = torch.cat([mask.new_ones(mask.shape[0], past), mask], 1)
+        kwargs.update({cache_kwarg(inner): past_key_values}, position_ids=past + position_ids_from_mask(mask))
+        use_cache = True
+    elif position_ids is not None:
         if attention_mask is not None:
             raise ValueError("give position_ids (packed sequences) or attention_mask, not both")
         kwargs["position_ids"] = position_ids if position_ids.dim() == 2 else position_ids[None]
     elif attention_mask is not None:  # (for a mask without padding these are the default positions)
         kwargs["position_ids"] = position_ids_from_mask(attention_mask)
-    adapters = contextlib.nullcontext() if use_adapter else AdapterSwitch(model).off()
-    inner = model if use_adapter else unwrap(model)
     tap = BlockTap(blocks)
     try:
         with ModeSwitch(model).eval(), adapters, torch.no_grad():
-            return tap.run(lambda: inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+            return tap.run(lambda: inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache,
                                          **kwargs), wanted)
     finally:
         tap.close()

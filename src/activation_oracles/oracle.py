@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from .agreement import agree, normalize_answer
-from .hooks import collect_activations
-from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, model_device, num_layers
+from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, num_layers
 from .oracle_config import read_ao_config
 from .prompt import chat_ids, format_oracle_prompt
 from .registry import resolve_adapter
-from .steering import choice_probs, generate_steered, left_pad
+from .steering import choice_probs, collect_padded, generate_steered, resolve_choice_method
 
 MODES = ("full", "tokens", "segment")
 SOURCES = ("orig", "lora", "diff")
@@ -67,6 +66,82 @@ class _Query:
     positions: list[int]
     sample_index: int = 0
     vectors: torch.Tensor | None = field(default=None, repr=False)  # None: nothing injected
+
+
+@dataclass
+class QueryPlan:
+    """One `ask`/`score`/`collect` call checked and its contexts tokenized, before any forward: what the
+    `check` of `Oracle.ask_many`/`score_many`/`collect_many` sees (a server refuses costly calls there)."""
+
+    layers: list[int]
+    contexts: list[_Context]
+    queries: list[_Query]
+    mode: str = "full"
+    source: str = "orig"
+    target_adapter: str | None = None
+    control: str | None = None
+    neutral: _Context | None = None  # control="unrelated": the context read instead
+    unrelated_align: str = "proportional"
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens of the contexts to read (the unrelated control's context included)."""
+        return sum(c.length for c in self.contexts) + (self.neutral.length if self.neutral is not None else 0)
+
+    @property
+    def positions(self) -> int:
+        """Positions read over all queries (one query per position in mode "tokens", per question, per sample)."""
+        return sum(len(q.positions) for q in self.queries)
+
+    def _read_contexts(self) -> list[_Context]:
+        """The contexts whose activations the queries inject (none for the no-injection control)."""
+        if self.control == "no_injection":
+            return []
+        return [self.neutral] if self.control == "unrelated" else self.contexts
+
+    def _attach(self, acts: list[dict[int, torch.Tensor]]) -> None:
+        """Give each query its vectors from the activations of `_read_contexts()`, layer-major as the
+        prompt's placeholder blocks."""
+        def pick(src: dict[int, torch.Tensor], positions: list[int]) -> torch.Tensor:
+            return torch.cat([src[x][positions] for x in self.layers])
+
+        for q in self.queries:
+            if self.control == "unrelated":
+                where = map_positions(q.positions, self.contexts[q.context_index].length, self.neutral.length,
+                                      self.unrelated_align)
+                q.vectors = pick(acts[0], where)
+            else:
+                q.vectors = pick(acts[q.context_index], q.positions)
+
+
+@dataclass
+class ContextActivations:
+    """What `Oracle.collect` read from one context: its token ids, the positions read and, per source
+    layer, their residual-stream vectors [len(positions), D]."""
+
+    context_index: int
+    ids: list[int]
+    positions: list[int]
+    layers: dict[int, torch.Tensor] = field(repr=False)
+
+
+def _each(idx: list[int], run: Callable[[list[int]], None], results: list) -> None:
+    """run(idx) for several calls at once; when that raises, each call on its own, so a failing call fails
+    alone (its exception is its result) and the others are still answered."""
+    try:
+        run(idx)
+    except Exception as e:  # noqa: BLE001 - handed to the caller of that call
+        if len(idx) == 1:
+            results[idx[0]] = e
+        else:
+            for i in idx:
+                _each([i], run, results)
+
+
+def _raise_or_return(result):
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 # ----------------------------------------------------------------------------- argument parsing
@@ -273,7 +348,7 @@ class Oracle:
                  batch_size: int) -> dict[int, dict[int, torch.Tensor]]:
         """{context index: {layer: [L_i, D]}} for every context: token contexts in forwards of at most
         `batch_size` contexts (similar lengths together, to pad little), precomputed vectors as given."""
-        out = {i: {layers[0]: c.vectors} for i, c in enumerate(contexts) if c.vectors is not None}
+        out = {i: dict.fromkeys(layers, c.vectors) for i, c in enumerate(contexts) if c.vectors is not None}
         todo = sorted((i for i, c in enumerate(contexts) if c.ids is not None), key=lambda i: -contexts[i].length)
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
@@ -282,22 +357,39 @@ class Oracle:
                 out[i] = {layer: acts[layer][row, offsets[row] :] for layer in layers}
         return out
 
+    def _collect_jobs(self, jobs: list[tuple[str, str | None, list[int], list[_Context]]],
+                      batch_size: int) -> list[list[dict[int, torch.Tensor]]]:
+        """The activations of several calls' contexts, per job (source, target adapter, layers, contexts):
+        jobs with the same source and target adapter are read in shared forwards over the union of their
+        layers (a forward stops after the deepest), similar lengths together."""
+        out: list = [None] * len(jobs)
+        groups: dict[tuple, list[int]] = {}
+        for j, (source, target, _, _) in enumerate(jobs):
+            groups.setdefault((source, target), []).append(j)
+        for (source, target), js in groups.items():
+            layers = sorted({x for j in js for x in jobs[j][2]})
+            acts = self._collect([c for j in js for c in jobs[j][3]], layers, source, target, batch_size)
+            start = 0
+            for j in js:
+                n = len(jobs[j][3])
+                out[j] = [acts[start + i] for i in range(n)]
+                start += n
+        return out
+
     def _collect_batch(self, seqs, layers, source, target_adapter):
-        ids, mask, offsets = left_pad(seqs, self.tokenizer.pad_token_id)
-        dev = model_device(self.model)
-        ids, mask = ids.to(dev), mask.to(dev)
+        pad = self.tokenizer.pad_token_id
 
         def run(with_target: bool):
             if not with_target:
-                return collect_activations(self.model, ids, mask, layers=layers)
+                return collect_padded(self.model, seqs, pad, layers=layers)
             with self.target_weights(target_adapter) as model:
-                return collect_activations(model, ids, mask, layers=layers, use_adapter=True)
+                return collect_padded(model, seqs, pad, layers=layers, use_adapter=True)
 
         if source == "orig":
-            return run(False), offsets
+            return run(False)
         if source == "lora":
-            return run(True), offsets
-        tuned, base = run(True), run(False)
+            return run(True)
+        (tuned, offsets), (base, _) = run(True), run(False)
         return {layer: tuned[layer].float() - base[layer].float() for layer in layers}, offsets
 
     # ------------------------------------------------------------------ asking
@@ -343,30 +435,13 @@ class Oracle:
         answer's `agreement` is the share of its query's samples with the same `matcher(text)` (default
         `normalize_answer`); `group_samples=True` returns one answer per distinct one instead, most
         agreed first."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples={num_samples} must be at least 1")
-        if num_samples > 1 and not do_sample:
-            raise ValueError("num_samples > 1 needs do_sample=True (greedy answers would be identical)")
-        coefficient = self._coefficient(coefficient)
-        layers, queries = self._prepare(context, question, layer=layer, layers=layers, layer_percent=layer_percent,
-                                       positions=positions, target_adapter=target_adapter, source=source,
-                                       num_samples=num_samples, mode=mode, raw=raw, batch_size=batch_size,
-                                       control=control, unrelated_context=unrelated_context,
-                                       unrelated_align=unrelated_align)
-        answers = []
-        for start in range(0, len(queries), batch_size):
-            chunk = queries[start : start + batch_size]
-            gen = self._generate(chunk, layers, max_new_tokens, do_sample, temperature, coefficient, return_logprobs)
-            for i, (q, text) in enumerate(zip(chunk, gen.texts)):
-                a = self._answer(q, text, layers, mode, control)
-                if return_logprobs:
-                    a.tokens = [self.tokenizer.decode([t]) for t in gen.token_ids[i]]
-                    a.token_logprobs = gen.token_logprobs[i]
-                    a.logprob = float(sum(a.token_logprobs))
-                answers.append(a)
-        if num_samples > 1:
-            answers = agree(answers, num_samples, matcher or normalize_answer, group=group_samples)
-        return answers
+        call = dict(context=context, question=question, layer=layer, layers=layers, layer_percent=layer_percent,
+                    positions=positions, target_adapter=target_adapter, source=source,
+                    max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                    num_samples=num_samples, mode=mode, raw=raw, coefficient=coefficient, control=control,
+                    unrelated_context=unrelated_context, unrelated_align=unrelated_align,
+                    return_logprobs=return_logprobs, matcher=matcher, group_samples=group_samples)
+        return _raise_or_return(self.ask_many([call], batch_size=batch_size)[0])
 
     def score(
         self,
@@ -392,25 +467,186 @@ class Oracle:
         """How likely the oracle answers each of `choices`, per query (same queries and arguments as
         `ask`): `probs` maps each choice to its probability, `text` is the most probable one.
         `method`: see `steering.choice_probs` (first tokens when they differ, else whole sequences)."""
-        choices = tuple(choices)
-        coefficient = self._coefficient(coefficient)
-        layers, queries = self._prepare(context, question, layer=layer, layers=layers, layer_percent=layer_percent,
-                                       positions=positions, target_adapter=target_adapter, source=source,
-                                       num_samples=1, mode=mode, raw=raw, batch_size=batch_size,
-                                       control=control, unrelated_context=unrelated_context,
-                                       unrelated_align=unrelated_align)
+        call = dict(context=context, question=question, choices=choices, layer=layer, layers=layers,
+                    layer_percent=layer_percent, positions=positions, target_adapter=target_adapter, source=source,
+                    mode=mode, raw=raw, coefficient=coefficient, control=control,
+                    unrelated_context=unrelated_context, unrelated_align=unrelated_align, method=method)
+        return _raise_or_return(self.score_many([call], batch_size=batch_size)[0])
+
+    def collect(
+        self,
+        context,
+        *,
+        layer: int | None = None,
+        layers: list[int] | None = None,
+        layer_percent: float | None = None,
+        positions="all",
+        raw: bool = False,
+        source: str = "orig",
+        target_adapter: str | None = None,
+        batch_size: int = 64,
+    ) -> list[ContextActivations]:
+        """The residual-stream vectors the oracle would read from `context` (the same contexts, layers,
+        positions and sources as `ask`), one `ContextActivations` per context, in order."""
+        call = dict(context=context, layer=layer, layers=layers, layer_percent=layer_percent, positions=positions,
+                    raw=raw, source=source, target_adapter=target_adapter)
+        return _raise_or_return(self.collect_many([call], batch_size=batch_size)[0])
+
+    # ------------------------------------------------------------------ many calls at once
+
+    def ask_many(self, calls: Sequence[dict], *, batch_size: int = 64,
+                 check: Callable[[QueryPlan], None] | None = None) -> list:
+        """`ask` for several calls at once, each a dict of `ask`'s arguments (context and question
+        included, batch_size not): every call's contexts are read in shared forwards (`collect_many`) and
+        the prompts of calls with the same decoding settings are generated together, `batch_size` at a
+        time. One entry per call, in order: its answers, or the exception it raised on its own (the other
+        calls are answered all the same). `check(plan)` runs on each call once it is read and before any
+        forward; what it raises is that call's result (a server's limits).
+
+        `ask` is this with one call, so an answer here equals `ask`'s for the same call up to the float
+        rounding of padding it beside other prompts."""
+        _check_batch_size(batch_size)
+        results: list = [None] * len(calls)
+        plans, keys, extra = {}, {}, {}
+        for i, call in enumerate(calls):
+            try:
+                call = dict(call)
+                num_samples = call.get("num_samples", 1)
+                do_sample = call.pop("do_sample", False)
+                if not isinstance(num_samples, int) or num_samples < 1:
+                    raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
+                if num_samples > 1 and not do_sample:
+                    raise ValueError("num_samples > 1 needs do_sample=True (greedy answers would be identical)")
+                temperature = float(call.pop("temperature", 1.0))
+                gen = (call.pop("max_new_tokens", 40), bool(do_sample), temperature if do_sample else None,
+                       bool(call.pop("return_logprobs", False)), self._coefficient(call.pop("coefficient", None)))
+                extra[i] = (call.pop("matcher", None), call.pop("group_samples", False), num_samples)
+                plan = self._plan(**call)
+                if check is not None:
+                    check(plan)
+                plans[i], keys[i] = plan, (*gen, plan.control == "no_injection")
+            except Exception as e:  # noqa: BLE001 - this call's result
+                results[i] = e
+        answers = self._answer_many(plans, keys, batch_size, results, self._generate_group)
+        for i, out in answers.items():
+            matcher, group, num_samples = extra[i]
+            results[i] = agree(out, num_samples, matcher or normalize_answer, group=group) if num_samples > 1 else out
+        return results
+
+    def score_many(self, calls: Sequence[dict], *, batch_size: int = 64,
+                   check: Callable[[QueryPlan], None] | None = None) -> list:
+        """`score` for several calls at once, each a dict of `score`'s arguments: contexts read in shared
+        forwards, and the prompts of calls with the same choices, method and coefficient scored together,
+        `batch_size` at a time. Results and `check` as in `ask_many`; `score` is this with one call."""
+        _check_batch_size(batch_size)
+        results: list = [None] * len(calls)
+        plans, keys = {}, {}
+        for i, call in enumerate(calls):
+            try:
+                call = dict(call)
+                choices = tuple(call.pop("choices", ("Yes", "No")))
+                method = resolve_choice_method(self.tokenizer, choices, call.pop("method", "auto"))
+                coefficient = self._coefficient(call.pop("coefficient", None))
+                plan = self._plan(**call)
+                if check is not None:
+                    check(plan)
+                plans[i], keys[i] = plan, (choices, method, coefficient, plan.control == "no_injection")
+            except Exception as e:  # noqa: BLE001 - this call's result
+                results[i] = e
+        for i, out in self._answer_many(plans, keys, batch_size, results, self._score_group).items():
+            results[i] = out
+        return results
+
+    def collect_many(self, calls: Sequence[dict], *, batch_size: int = 64,
+                     check: Callable[[QueryPlan], None] | None = None) -> list:
+        """`collect` for several calls at once, each a dict of `collect`'s arguments: calls with the same
+        source and target adapter share forwards. Results and `check` as in `ask_many`."""
+        _check_batch_size(batch_size)
+        results: list = [None] * len(calls)
+        plans = {}
+        for i, call in enumerate(calls):
+            try:
+                plan = self._plan_collect(**call)
+                if check is not None:
+                    check(plan)
+                plans[i] = plan
+            except Exception as e:  # noqa: BLE001 - this call's result
+                results[i] = e
+
+        def run(idx):
+            acts = self._collect_jobs([(plans[i].source, plans[i].target_adapter, plans[i].layers,
+                                        plans[i].contexts) for i in idx], batch_size)
+            for i, per_context in zip(idx, acts):
+                p = plans[i]
+                results[i] = [ContextActivations(q.context_index, p.contexts[q.context_index].ids, q.positions,
+                                                 {x: a[x][q.positions] for x in p.layers})
+                              for q, a in zip(p.queries, per_context)]
+
+        if plans:
+            _each(list(plans), run, results)
+        return results
+
+    def _answer_many(self, plans: dict[int, QueryPlan], keys: dict[int, Hashable], batch_size: int, results: list,
+                     answer_group) -> dict[int, list[OracleAnswer]]:
+        """Read the planned calls' contexts together, then answer the queries of calls with the same key
+        together through `answer_group(key, [(call, query)...], plans) -> answers`, `batch_size` queries a
+        forward. A call that fails at any step gets its exception in `results`; the rest go on."""
+        def fill(idx):
+            todo = [i for i in idx if plans[i]._read_contexts()]
+            acts = self._collect_jobs([(plans[i].source, plans[i].target_adapter, plans[i].layers,
+                                        plans[i]._read_contexts()) for i in todo], batch_size)
+            for i, a in zip(todo, acts):
+                plans[i]._attach(a)
+
+        if plans:
+            _each(list(plans), fill, results)
+        out: dict[int, list[OracleAnswer]] = {}
+        groups: dict[Hashable, list[int]] = {}
+        for i in plans:
+            if results[i] is None:
+                groups.setdefault(keys[i], []).append(i)
+
+        def run(key, idx):
+            items = [(i, q) for i in idx for q in plans[i].queries]
+            answers: dict[int, list[OracleAnswer]] = {i: [] for i in idx}
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                for (i, _), a in zip(chunk, answer_group(key, chunk, plans)):
+                    answers[i].append(a)
+            out.update(answers)
+
+        for key, idx in groups.items():
+            _each(idx, lambda ids, key=key: run(key, ids), results)
+        return {i: a for i, a in out.items() if results[i] is None}
+
+    def _generate_group(self, key, chunk, plans) -> list[OracleAnswer]:
+        max_new_tokens, do_sample, temperature, return_logprobs, coefficient, _ = key
+        queries = [q for _, q in chunk]
+        gen = self._generate(queries, [plans[i].layers for i, _ in chunk], max_new_tokens, do_sample,
+                             1.0 if temperature is None else temperature, coefficient, return_logprobs)
         answers = []
-        for start in range(0, len(queries), batch_size):
-            chunk = queries[start : start + batch_size]
-            prompts = self._prompts(chunk, layers)
-            with self._oracle_weights():
-                s = choice_probs(self.model, self.tokenizer, [p.input_ids for p in prompts],
-                                 [p.positions for p in prompts], _vectors(chunk), choices=choices,
-                                 hook_layer=self.hook_layer, coefficient=coefficient, method=method)
-            for q, row, mass in zip(chunk, s.probs.tolist(), s.mass.tolist()):
-                a = self._answer(q, choices[max(range(len(row)), key=row.__getitem__)], layers, mode, control)
-                a.probs, a.choice_mass = dict(zip(choices, row)), mass
-                answers.append(a)
+        for j, ((i, q), text) in enumerate(zip(chunk, gen.texts)):
+            a = self._answer(q, text, plans[i])
+            if return_logprobs:
+                a.tokens = [self.tokenizer.decode([t]) for t in gen.token_ids[j]]
+                a.token_logprobs = gen.token_logprobs[j]
+                a.logprob = float(sum(a.token_logprobs))
+            answers.append(a)
+        return answers
+
+    def _score_group(self, key, chunk, plans) -> list[OracleAnswer]:
+        choices, method, coefficient, _ = key
+        queries = [q for _, q in chunk]
+        prompts = self._prompts(queries, [plans[i].layers for i, _ in chunk])
+        with self._oracle_weights():
+            s = choice_probs(self.model, self.tokenizer, [p.input_ids for p in prompts],
+                             [p.positions for p in prompts], _vectors(queries), choices=choices,
+                             hook_layer=self.hook_layer, coefficient=coefficient, method=method)
+        answers = []
+        for (i, q), row, mass in zip(chunk, s.probs.tolist(), s.mass.tolist()):
+            a = self._answer(q, choices[max(range(len(row)), key=row.__getitem__)], plans[i])
+            a.probs, a.choice_mass = dict(zip(choices, row)), mass
+            answers.append(a)
         return answers
 
     def _coefficient(self, coefficient: float | None) -> float:
@@ -418,10 +654,10 @@ class Oracle:
         return float(self.config.get("coefficient", 1.0)) if coefficient is None else float(coefficient)
 
     @staticmethod
-    def _answer(q: _Query, text: str, layers: list[int], mode: str, control) -> OracleAnswer:
+    def _answer(q: _Query, text: str, plan: QueryPlan) -> OracleAnswer:
         return OracleAnswer(text=text, question=q.question, context_index=q.context_index, positions=q.positions,
-                            layer=layers[0], mode=mode, sample_index=q.sample_index, control=control,
-                            layers=list(layers))
+                            layer=plan.layers[0], mode=plan.mode, sample_index=q.sample_index, control=plan.control,
+                            layers=list(plan.layers))
 
     def _source_layers(self, layer, layers, layer_percent) -> list[int]:
         """`layers` or `layer` (a block index, which overrides `layer_percent`); else the adapter's layers
@@ -439,16 +675,14 @@ class Oracle:
             return [check_layer(self.model, int(x), "layers (from the adapter's config)") for x in self.config["layers"]]
         return [layer_from_percent(self.model, 50 if layer_percent is None else layer_percent)]
 
-    def _prepare(self, context, question, *, layer, layers, layer_percent, positions, target_adapter, source,
-                 num_samples, mode, raw, batch_size, control, unrelated_context,
-                 unrelated_align) -> tuple[list[int], list[_Query]]:
-        """Check the arguments, read the contexts and return (source layers, queries with their vectors)."""
+    def _plan(self, context, question, *, layer=None, layers=None, layer_percent=None, positions="all",
+              target_adapter=None, source="orig", num_samples=1, mode="full", raw=False, control=None,
+              unrelated_context=None, unrelated_align="proportional") -> QueryPlan:
+        """Check one call's arguments and read its contexts into queries; no forward yet (`_attach` gives
+        the queries their vectors once the contexts are collected)."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: use one of {', '.join(MODES)}")
-        if source not in SOURCES:
-            raise ValueError(f"source={source!r}: use one of {', '.join(SOURCES)}")
-        if source != "orig" and target_adapter is None:
-            raise ValueError(f"source={source!r} reads a fine-tuned target: pass target_adapter=PATH")
+        self._check_source(source, target_adapter)
         if control is not None and control not in CONTROLS:
             raise ValueError(f"control={control!r}: use None or one of {', '.join(CONTROLS)}")
         if unrelated_context is not None and control != "unrelated":
@@ -457,40 +691,48 @@ class Oracle:
             raise ValueError(f"unrelated_align={unrelated_align!r}: use one of {', '.join(ALIGNS)}")
         if unrelated_align != "proportional" and control != "unrelated":
             raise ValueError("unrelated_align is only read with control='unrelated'")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         layers = self._source_layers(layer, layers, layer_percent)
+        contexts = self._read(context, raw, layers)
+        pairs = self._pair_questions(len(contexts), question)
+        if target_adapter is not None:
+            self.load_target_adapter(target_adapter)
+        plan = QueryPlan(layers, contexts, self._queries(contexts, pairs, positions, mode, num_samples), mode=mode,
+                         source=source, target_adapter=target_adapter, control=control,
+                         unrelated_align=unrelated_align)
+        if control == "unrelated":
+            plan.neutral = self._tokenize_context(NEUTRAL_TEXT if unrelated_context is None else unrelated_context, raw)
+            if len(layers) > 1 and plan.neutral.vectors is not None:
+                raise ValueError("unrelated_context vectors hold one layer; with layers=[...] pass text or token ids")
+        return plan
 
+    def _plan_collect(self, context, *, layer=None, layers=None, layer_percent=None, positions="all", raw=False,
+                      source="orig", target_adapter=None) -> QueryPlan:
+        """`collect`'s call checked and read: one query (no question) per context, at its positions."""
+        self._check_source(source, target_adapter)
+        layers = self._source_layers(layer, layers, layer_percent)
+        contexts = self._read(context, raw, layers)
+        if any(c.vectors is not None for c in contexts):
+            raise ValueError("context: a tensor of vectors is already activations; pass text, messages or token ids")
+        if target_adapter is not None:
+            self.load_target_adapter(target_adapter)
+        queries = [_Query(i, "", resolve_positions(positions, c.length)) for i, c in enumerate(contexts)]
+        return QueryPlan(layers, contexts, queries, source=source, target_adapter=target_adapter)
+
+    @staticmethod
+    def _check_source(source, target_adapter) -> None:
+        if source not in SOURCES:
+            raise ValueError(f"source={source!r}: use one of {', '.join(SOURCES)}")
+        if source != "orig" and target_adapter is None:
+            raise ValueError(f"source={source!r} reads a fine-tuned target: pass target_adapter=PATH")
+
+    def _read(self, context, raw: bool, layers: list[int]) -> list[_Context]:
         raw_contexts = [context] if _is_single_context(context) else list(context)
         if not raw_contexts:
             raise ValueError("context is an empty list")
         contexts = [self._tokenize_context(c, raw) for c in raw_contexts]
         if len(layers) > 1 and any(c.vectors is not None for c in contexts):
             raise ValueError("a [L, D] tensor of vectors holds one layer; with layers=[...] pass text or token ids")
-        pairs = self._pair_questions(len(contexts), question)
-        if target_adapter is not None:
-            self.load_target_adapter(target_adapter)
-
-        queries = self._queries(contexts, pairs, positions, mode, num_samples)
-        if control == "no_injection":
-            return layers, queries
-
-        def pick(acts: dict[int, torch.Tensor], positions: list[int]) -> torch.Tensor:
-            return torch.cat([acts[x][positions] for x in layers])  # layer-major, as the prompt's blocks
-
-        if control == "unrelated":
-            neutral = self._tokenize_context(NEUTRAL_TEXT if unrelated_context is None else unrelated_context, raw)
-            if len(layers) > 1 and neutral.vectors is not None:
-                raise ValueError("unrelated_context vectors hold one layer; with layers=[...] pass text or token ids")
-            src = self._collect([neutral], layers, source, target_adapter, batch_size)[0]
-            for q in queries:
-                where = map_positions(q.positions, contexts[q.context_index].length, neutral.length, unrelated_align)
-                q.vectors = pick(src, where)
-            return layers, queries
-        acts = self._collect(contexts, layers, source, target_adapter, batch_size)
-        for q in queries:
-            q.vectors = pick(acts[q.context_index], q.positions)
-        return layers, queries
+        return contexts
 
     @staticmethod
     def _pair_questions(n_contexts: int, question) -> list[tuple[int, str]]:
@@ -524,8 +766,9 @@ class Oracle:
         return out
 
     def _prompts(self, queries, layers):
-        return [format_oracle_prompt(self.tokenizer, layers=layers, num_positions=len(q.positions),
-                                     question=q.question) for q in queries]
+        """The oracle prompts of `queries`, each with its call's source layers (`layers`, one list per query)."""
+        return [format_oracle_prompt(self.tokenizer, layers=lay, num_positions=len(q.positions),
+                                     question=q.question) for q, lay in zip(queries, layers)]
 
     def _generate(self, queries, layers, max_new_tokens, do_sample, temperature, coefficient, return_logprobs):
         prompts = self._prompts(queries, layers)
@@ -540,6 +783,11 @@ class Oracle:
     @property
     def num_layers(self) -> int:
         return num_layers(self.model)
+
+
+def _check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
 
 
 def _vectors(queries: list[_Query]):

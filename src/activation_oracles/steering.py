@@ -9,13 +9,18 @@ is set up. Whatever adapter is active on `model` answers; the callers choose it.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .hooks import collect_activations, inject, position_ids_from_mask
+from .hooks import cache_kwarg, collect_activations, inject, position_ids_from_mask
 from .models import decoder_layers, model_device, unwrap
+
+# Rows that start with at least this many identical tokens (a chat template's system prompt and turn
+# header) run them once, cached, instead of once per row; fewer are not worth the extra forward.
+SHARED_PREFIX_MIN = 8
 
 
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -69,6 +74,100 @@ def packing_error(model: torch.nn.Module, *, lengths: Sequence[int] = (5, 3, 7),
         packed = collect(ids.to(dev), pos.to(dev), seq.to(dev), layer)
     ref = torch.cat([padded[i, off:] for i, off in enumerate(offsets)]).float()
     return float((packed.float() - ref).norm(dim=-1).max() / ref.norm(dim=-1).clamp_min(1e-6).max())
+
+
+def shared_prefix(seqs: Sequence[Sequence[int]], limit: int) -> int:
+    """How many first tokens every row has in common, at most `limit`."""
+    first, n = seqs[0], max(0, min(limit, *(len(s) for s in seqs)))
+    for k in range(n):
+        if any(s[k] != first[k] for s in seqs[1:]):
+            return k
+    return n
+
+
+_PREFIX_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def prefix_sharing_ok(model: torch.nn.Module) -> bool:
+    """Whether this model's forward gives the same activations with a shared prefix cached as without
+    (`prefix_sharing_error` within its dtype's rounding); measured once per model."""
+    key = unwrap(model)
+    if key not in _PREFIX_OK:
+        tol = 1e-3 if next(key.parameters()).dtype == torch.float32 else 5e-2
+        try:
+            _PREFIX_OK[key] = prefix_sharing_error(model) < tol
+        except Exception:  # noqa: BLE001 - a model whose cache does not take this path: run rows whole
+            _PREFIX_OK[key] = False
+    return _PREFIX_OK[key]
+
+
+def prefix_sharing_error(model: torch.nn.Module, *, lengths: Sequence[int] = (9, 12, 10), prefix: int = 6) -> float:
+    """Largest relative difference between the last block's activations of short random rows that start
+    with the same `prefix` tokens, run with that prefix once (cached) and run left-padded whole. Near 0
+    (dtype rounding) when the model's forward honours the cache, mask and position ids; of order 1 when not."""
+    layer = len(decoder_layers(model)) - 1
+    vocab = unwrap(model).get_input_embeddings().weight.shape[0]
+    g = torch.Generator().manual_seed(0)
+    head = torch.randint(1, vocab, (prefix,), generator=g).tolist()
+    seqs = [head + torch.randint(1, vocab, (n - prefix,), generator=g).tolist() for n in lengths]
+    ids, mask, offsets = left_pad(seqs, 0)
+    dev = model_device(model)
+    ref = collect_activations(model, ids.to(dev), mask.to(dev), layers=[layer])[layer]
+    got = _collect_shared(model, seqs, 0, prefix, [layer], False)[0][layer]
+    ref = torch.cat([ref[i, off:] for i, off in enumerate(offsets)]).float()
+    got = torch.cat([got[i, off:] for i, off in enumerate(offsets)]).float()
+    return float((got - ref).norm(dim=-1).max() / ref.norm(dim=-1).clamp_min(1e-6).max())
+
+
+@torch.no_grad()
+def collect_padded(model, seqs: list[list[int]], pad_id: int, *, layers: Sequence[int], use_adapter: bool = False,
+                   share_prefix: bool = True) -> tuple[dict[int, torch.Tensor], list[int]]:
+    """`collect_activations` of left-padded `seqs`: ({layer: [B, W, D]}, each row's offset), as `left_pad`
+    lays them out. The tokens every row starts with are run once, cached, when there are at least
+    `SHARED_PREFIX_MIN` of them and the model passes `prefix_sharing_ok`."""
+    p = shared_prefix(seqs, min(len(s) for s in seqs) - 1) if share_prefix and len(seqs) > 1 else 0
+    if p >= SHARED_PREFIX_MIN and prefix_sharing_ok(model):
+        return _collect_shared(model, seqs, pad_id, p, layers, use_adapter)
+    ids, mask, offsets = left_pad(seqs, pad_id)
+    dev = model_device(model)
+    return collect_activations(model, ids.to(dev), mask.to(dev), layers=layers, use_adapter=use_adapter), offsets
+
+
+def _collect_shared(model, seqs, pad_id, p, layers, use_adapter):
+    """`collect_padded` with the first `p` tokens (the same in every row) run once."""
+    from transformers import DynamicCache
+
+    dev = model_device(model)
+    cache = DynamicCache(config=unwrap(model).config)
+    head = collect_activations(model, torch.tensor([seqs[0][:p]], device=dev), layers=layers,
+                               use_adapter=use_adapter, past_key_values=cache)
+    cache.batch_repeat_interleave(len(seqs))
+    ids, mask, offsets = left_pad([s[p:] for s in seqs], pad_id)
+    tail = collect_activations(model, ids.to(dev), mask.to(dev), layers=layers, use_adapter=use_adapter,
+                               past_key_values=cache)
+    out = {}
+    for x in layers:
+        h, t = head[x][0], tail[x]
+        full = t.new_zeros(t.shape[0], p + t.shape[1], t.shape[2])
+        for row, off in enumerate(offsets):  # [pads, shared prefix, the row's own tokens]
+            full[row, off : off + p] = h
+            full[row, off + p :] = t[row, off:]
+        out[x] = full
+    return out, offsets
+
+
+def _prefix_cache(model, prefix: list[int], rows: int, injected=None, *, hook_layer: int = 1,
+                  coefficient: float = 1.0):
+    """The cache of `prefix` run once through `model` (its active adapter), with `injected` = (vectors,
+    positions) steered in, repeated for `rows` rows."""
+    steer = contextlib.nullcontext()
+    if injected is not None:
+        steer = inject(model, [injected[0]], [injected[1]], hook_layer=hook_layer, coefficient=coefficient)
+    with steer:
+        out = model(input_ids=torch.tensor([prefix], device=model_device(model)), use_cache=True, logits_to_keep=1)
+    cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+    cache.batch_repeat_interleave(rows)
+    return cache
 
 
 def steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors, *, hook_layer: int = 1,
@@ -153,14 +252,48 @@ def generate_answers(model, tokenizer, prompt_ids, placeholder_positions, vector
     return generate_steered(model, tokenizer, prompt_ids, placeholder_positions, vectors, **kwargs).texts
 
 
+def _shared_part(prompt_ids, placeholder_positions, vectors, limit: int) -> tuple[int, int]:
+    """(p, k): every prompt starts with the same p tokens (at most `limit`), and its first k injections are
+    the same too (same positions, equal vectors), all of them before p. The template's system prompt is
+    such a part, and so are the placeholders of a context's template tokens, whose activations the
+    contexts share (`collect_padded` reads them once)."""
+    p = shared_prefix(prompt_ids, limit)
+    if vectors is None:
+        return p, 0
+    first_pos, first_vec, k = placeholder_positions[0], vectors[0], 0
+    while k < len(first_pos) and first_pos[k] < p and all(
+            len(ps) > k and ps[k] == first_pos[k] and torch.equal(v[k], first_vec[k])
+            for ps, v in zip(placeholder_positions[1:], vectors[1:])):
+        k += 1
+    nxt = [ps[k] for ps in placeholder_positions if len(ps) > k]  # each row's first own injection
+    return min([p, *nxt]), k
+
+
 def _steered_logits(model, tokenizer, prompt_ids, placeholder_positions, vectors, *, keep: int, hook_layer: int,
                     coefficient: float) -> torch.Tensor:
-    """[B, keep, V] float32 logits at the last `keep` positions of each steered (left-padded) prompt."""
-    ids, mask, steer = steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors,
-                                     hook_layer=hook_layer, coefficient=coefficient)
+    """[B, keep, V] float32 logits at the last `keep` positions of each steered (left-padded) prompt. The
+    part every prompt shares (`_shared_part`: the same tokens and injections) is run once and cached when
+    it is long enough (`collect_padded`'s rule); each row runs only the rest."""
+    p = k = 0
+    if len(prompt_ids) > 1:
+        p, k = _shared_part(prompt_ids, placeholder_positions, vectors, min(len(s) for s in prompt_ids) - keep)
+        if p < SHARED_PREFIX_MIN or not prefix_sharing_ok(model):
+            p = k = 0
+    past, steer_kw = {}, dict(hook_layer=hook_layer, coefficient=coefficient)
+    if p:
+        shared = (vectors[0][:k], placeholder_positions[0][:k]) if k else None
+        past[cache_kwarg(model)] = _prefix_cache(model, list(prompt_ids[0][:p]), len(prompt_ids), shared, **steer_kw)
+        prompt_ids = [s[p:] for s in prompt_ids]
+        placeholder_positions = [[x - p for x in ps[k:]] for ps in placeholder_positions]
+        if vectors is not None:
+            vectors = [v[k:] for v in vectors] if any(placeholder_positions) else None
+    ids, mask, steer = steered_batch(model, tokenizer, prompt_ids, placeholder_positions, vectors, **steer_kw)
+    positions = p + position_ids_from_mask(mask)
+    if p:
+        mask = torch.cat([mask.new_ones(mask.shape[0], p), mask], 1)
     with steer:
-        return model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                     use_cache=False, logits_to_keep=keep).logits.float()
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=bool(p),
+                     logits_to_keep=keep, **past).logits.float()
 
 
 @torch.no_grad()
@@ -210,6 +343,20 @@ def _choice_tokens(tokenizer, choices) -> list[list[int]]:
     return toks
 
 
+def resolve_choice_method(tokenizer, choices, method: str = "auto") -> str:
+    """The method `choice_probs` uses for these choices ("auto" resolved), after checking that it can tell
+    them apart: raises ValueError before any forward otherwise."""
+    if method not in CHOICE_METHODS:
+        raise ValueError(f"method={method!r}: use one of {', '.join(CHOICE_METHODS)}")
+    firsts = [t[0] for t in _choice_tokens(tokenizer, tuple(choices))]
+    distinct = len(set(firsts)) == len(firsts)
+    if method == "auto":
+        return "first_token" if distinct else "sequence"
+    if method == "first_token" and not distinct:
+        choice_token_ids(tokenizer, tuple(choices))  # raises, naming the shared first token
+    return method
+
+
 @torch.no_grad()
 def choice_probs(
     model,
@@ -229,15 +376,9 @@ def choice_probs(
     forward (choices must start with distinct tokens). `"sequence"`: softmax over each choice's whole
     token sequence (sum of its tokens' log-probabilities, teacher-forced), one forward of B x C rows.
     `"auto"`: first_token when the first tokens tell the choices apart, else sequence."""
-    if method not in CHOICE_METHODS:
-        raise ValueError(f"method={method!r}: use one of {', '.join(CHOICE_METHODS)}")
+    method = resolve_choice_method(tokenizer, choices, method)
     toks = _choice_tokens(tokenizer, tuple(choices))
     firsts = [t[0] for t in toks]
-    distinct = len(set(firsts)) == len(firsts)
-    if method == "auto":
-        method = "first_token" if distinct else "sequence"
-    if method == "first_token" and not distinct:
-        choice_token_ids(tokenizer, tuple(choices))  # raises, naming the shared first token
     n_c = len(choices)
     steer = dict(hook_layer=hook_layer, coefficient=coefficient)
     if method == "first_token":

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..fsutil import atomic_write_text
 from .compute import KINDS, QuestionView, View, compute_view, question_kind
 from .figure import write_figure
-from .page import render_html
+from .page import render_fragment, render_html
 from .serve import serve_page, serve_until_stopped
 from .tokens import ContextTokens, context_tokens
 
@@ -29,4 +29,5 @@ def write_view(oracle, context: str, questions, out: str | Path, *, png: str | P
 
 
 __all__ = ["KINDS", "ContextTokens", "QuestionView", "View", "compute_view", "context_tokens", "question_kind",
-           "render_html", "render_view", "serve_page", "serve_until_stopped", "write_figure", "write_view"]
+           "render_fragment", "render_html", "render_view", "serve_page", "serve_until_stopped", "write_figure",
+           "write_view"]

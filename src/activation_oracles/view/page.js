@@ -1,7 +1,10 @@
 // Tabs (also from the URL's #qN), hover details, click to pin a token, legend chips that highlight.
+// bind(root) wires one rendered view inside root; `ao serve`'s live page calls it (window.aoView.bind) on
+// each view it inserts, the static page once on the document.
 (function () {
-  var tabs = document.querySelectorAll("nav.tabs button");
-  var panels = document.querySelectorAll("section.panel");
+function bind(root) {
+  var tabs = root.querySelectorAll("nav.tabs button");
+  var panels = root.querySelectorAll("section.panel");
   function show(id) {
     for (var i = 0; i < panels.length; i++) {
       var on = panels[i].id === id;
@@ -13,7 +16,8 @@
   for (var i = 0; i < tabs.length; i++) {
     tabs[i].addEventListener("click", function () { show(this.dataset.panel); history.replaceState(null, "", "#" + this.dataset.panel); });
   }
-  if (location.hash && document.getElementById(location.hash.slice(1))) show(location.hash.slice(1));
+  var linked = /^#q\d+$/.test(location.hash) && root.querySelector("section.panel" + location.hash);
+  if (linked) show(linked.id);
 
   function describe(t) {
     var s = "token " + t.dataset.pos + "  " + JSON.stringify(t.dataset.tok);
@@ -48,4 +52,7 @@
       });
     })(panels[p]);
   }
+}
+window.aoView = {bind: bind};
+bind(document);
 })();

@@ -92,23 +92,37 @@ def _panel(view: View, q: QuestionView, i: int) -> str:
             f'<div class="tokens">{_token_spans(view, q, groups)}</div></section>')
 
 
-def render_html(view: View) -> str:
-    """The page for a computed `View`."""
+def _details(view: View) -> str:
+    """The <dt>/<dd> rows naming the model, adapter, source layers and how the text was fed."""
     layers = sorted({x for q in view.questions for x in q.layers})
     rows = {"model": view.model, "adapter": view.adapter, "layer" + ("s" if len(layers) > 1 else ""):
             ", ".join(map(str, layers)), **view.meta}
-    dl = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in rows.items())
+    return "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in rows.items())
+
+
+def _tabs_and_panels(view: View) -> str:
     tabs = "".join(
         f'<button type="button" role="tab" data-panel="q{i + 1}" class="{"active" if i == 0 else ""}" '
         f'title="{_attr(q.question)}">{"Yes/no" if q.kind == "yesno" else "Open"}: {escape(q.question)}</button>'
         for i, q in enumerate(view.questions))
     panels = "".join(_panel(view, q, i) for i, q in enumerate(view.questions))
+    return f'<nav class="tabs" role="tablist">{tabs}</nav>{panels}'
+
+
+def render_fragment(view: View) -> str:
+    """The view without the document around it (details, tabs, panels): what `ao serve`'s live page
+    inserts, then wires with page.js's `aoView.bind`."""
+    return f'<dl class="meta">{_details(view)}</dl>{_tabs_and_panels(view)}'
+
+
+def render_html(view: View) -> str:
+    """The page for a computed `View`."""
     title = escape(f"ao view: {view.questions[0].question}")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
             f"<style>{_asset('page.css')}</style></head><body>"
-            f"<header><h1>Activation oracle: answers token by token</h1><dl>{dl}</dl></header>"
-            f'<nav class="tabs" role="tablist">{tabs}</nav>{panels}'
+            f"<header><h1>Activation oracle: answers token by token</h1><dl>{_details(view)}</dl></header>"
+            f"{_tabs_and_panels(view)}"
             f"<footer>Made by activation-oracles {__version__} (<code>ao view</code>). Each token was read on its "
             f"own (mode=\"tokens\"): its residual-stream vector at the source layer was injected into the oracle's "
             f"prompt.</footer><script>{_asset('page.js')}</script></body></html>\n")
