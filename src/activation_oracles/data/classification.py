@@ -30,7 +30,9 @@ HUB_READS = {
     "sst2": HubRead("stanfordnlp/sst2", ("train", "validation")),
     "snli": HubRead("stanfordnlp/snli", ("train",)),
     "md_gender": HubRead("facebook/md_gender_bias", ("train", "validation", "test"),
-                         data_files={s: f"funpedia/{s}/*.parquet" for s in ("train", "validation", "test")},
+                         # the export's layout (funpedia/train/0000.parquet), and its earlier file names
+                         data_files={s: [f"funpedia/{s}/*.parquet", f"funpedia/*-{s}.parquet"]
+                                     for s in ("train", "validation", "test")},
                          revision=PARQUET_EXPORT),
     "language_identification": HubRead("FrancophonIA/WiLI-2018", ("train",)),
     "ag_news": HubRead("fancyzhx/ag_news", ("test",)),  # the paper reads its datasets/ag_news/ag_news.csv

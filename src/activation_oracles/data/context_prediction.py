@@ -180,6 +180,13 @@ class StreamSource:
             yield x
 
 
+def hub_read(s: dict) -> hub.HubRead | None:
+    """How an `hf:<id>` source is read (streamed, its `subset` config), or None for other sources."""
+    path = str(s.get("path", ""))
+    return hub.HubRead(path[len(HUB_PREFIX):], config=s.get("subset"), streaming=True) \
+        if path.startswith(HUB_PREFIX) else None
+
+
 def _source_name(s: dict) -> str:
     path = str(s["path"])
     if s.get("name"):
@@ -215,8 +222,8 @@ def plan_cp(tokenizer, sources: list[dict], *, layers, train_count, test_count, 
         if "path" not in s:
             raise DataError(f"context_prediction source {s}: missing field 'path'")
         name, path = _source_name(s), str(s["path"])
-        if path.startswith(HUB_PREFIX):
-            spec = hub.HubRead(path[len(HUB_PREFIX):], config=s.get("subset"), streaming=True)
+        spec = hub_read(s)
+        if spec is not None:
             out.append(StreamSource(name, float(s.get("weight", 1.0)), spec, split_name=s.get("split", "train"),
                                     tokenizer=tokenizer, max_tokens=max_tokens, test_fraction=test_fraction, seed=seed,
                                     limit=s.get("limit"), mirror=mirror,

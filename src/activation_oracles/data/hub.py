@@ -26,22 +26,28 @@ class HubRead:
     id: str
     splits: tuple[str, ...] = ("train",)
     config: str | None = None
-    data_files: dict[str, str] = field(default_factory=dict)
+    data_files: dict[str, list[str]] = field(default_factory=dict)  # split -> file patterns
     revision: str | None = None
     streaming: bool = False
 
     def describe(self) -> str:
         where = f"{self.id}@{self.revision}" if self.revision else self.id
-        files = f" ({', '.join(sorted(set(self.data_files.values())))})" if self.data_files else ""
+        files = f" (files {', '.join(self.roots())}/)" if self.data_files else ""
         return f"{where} {'+'.join(self.splits)}{files}"
+
+    def roots(self) -> list[str]:
+        """The top folders the data files lie in."""
+        pats = [p for ps in self.data_files.values() for p in ([ps] if isinstance(ps, str) else ps)]
+        return sorted({p.split("/")[0] for p in pats})
 
     def download_hint(self, mirror: str | Path) -> str:
         """The command that fills MIRROR/<id> with what this read needs."""
         extra = f" --revision {self.revision}" if self.revision else ""
         if self.data_files:
-            roots = sorted({p.split("/")[0] for p in self.data_files.values()})
-            extra += "".join(f" --include '{r}/*'" for r in roots)
-        return f"hf download {self.id} --repo-type dataset{extra} --local-dir {Path(mirror) / self.id}"
+            extra += "".join(f" --include '{r}/*'" for r in self.roots())
+        cmd = f"hf download {self.id} --repo-type dataset{extra} --local-dir {Path(mirror) / self.id}"
+        # a streamed corpus (FineWeb: terabytes) needs only as many of its data files as the count reads
+        return cmd + (" --include README.md --include '<a few data files>'" if self.streaming else "")
 
 
 def mirror_dir(hid: str, mirror: str | Path) -> Path:
@@ -60,7 +66,7 @@ def read(spec: HubRead, split: str, *, mirror: str | Path | None = None, alterna
             raise DataError(missing_from_mirror(spec, mirror, alternative))
     kw = {"split": split, "streaming": spec.streaming}
     if spec.data_files:
-        kw["data_files"] = dict(spec.data_files)
+        kw["data_files"] = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in spec.data_files.items()}
     if spec.revision and mirror is None:  # a mirror holds that revision's files as they are
         kw["revision"] = spec.revision
     try:

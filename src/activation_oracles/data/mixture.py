@@ -25,6 +25,7 @@ from . import classification as cls_mod
 from . import hub
 from .config import REFERENCE_FIX, MixtureConfig
 from .context_prediction import CHAT_SOURCE_HINT, HUB_PREFIX, StreamSource, cp_rows, plan_cp
+from .context_prediction import hub_read as cp_hub_read
 from .schema import LAYERS_COLUMN, DataError, Row, columns, features
 from .spqa import SOURCE_FILES as SPQA_FILES, plan_spqa, spqa_rows
 from .tokenize import ContextRenderer, OracleFormatter
@@ -104,9 +105,8 @@ def _hub_reads(cfg: MixtureConfig) -> list[tuple[str, "hub.HubRead", str]]:
         out.append(("spqa", hub.HubRead(s), ""))
     cp = cfg.context_prediction
     for src in cp.sources if (cp.count or cp.test_count) else []:
-        p = str(src.get("path", ""))
-        if p.startswith(HUB_PREFIX):
-            out.append((f"context_prediction source {p}", hub.HubRead(p[len(HUB_PREFIX):], config=src.get("subset")),
+        if (spec := cp_hub_read(src)) is not None:
+            out.append((f"context_prediction source {src['path']}", spec,
                         CHAT_SOURCE_HINT if src.get("kind") == "chat" else ""))
     return out
 
