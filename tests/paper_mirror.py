@@ -127,14 +127,19 @@ def build_mirror(shared: Path, mirror: Path, n: int = 400) -> Path:
 
     # lmsys/lmsys-chat-1m: data/train-00000-of-00001.parquet; conversation = [{content, role}], gated
     chat = _jsonl(shared / "context_prediction" / "chat.jsonl.gz")
+    cats = ("harassment", "harassment/threatening", "hate", "hate/threatening", "self-harm", "self-harm/instructions",
+            "self-harm/intent", "sexual", "sexual/minors", "violence", "violence/graphic")
+    moderation = {"categories": {c: ds.Value("bool") for c in cats},
+                  "category_scores": {c: ds.Value("float64") for c in cats}, "flagged": ds.Value("bool")}
+    unflagged = {"categories": dict.fromkeys(cats, False), "category_scores": dict.fromkeys(cats, 0.0), "flagged": False}
     f = ds.Features({"conversation_id": s, "model": s,
                      "conversation": [{"content": s, "role": s}], "turn": ds.Value("int64"), "language": s,
-                     "openai_moderation": [{"flagged": ds.Value("bool")}], "redacted": ds.Value("bool")})
+                     "openai_moderation": [moderation], "redacted": ds.Value("bool")})
     _parquet(mirror / "lmsys/lmsys-chat-1m/data/train-00000-of-00001.parquet",
              {"conversation_id": [str(i) for i in range(len(chat))], "model": [r["source"] for r in chat],
               "conversation": [[{"content": m["content"], "role": m["role"]} for m in r["messages"]] for r in chat],
               "turn": [sum(m["role"] == "user" for m in r["messages"]) for r in chat], "language": ["English"] * len(chat),
-              "openai_moderation": [[{"flagged": False}] * len(r["messages"]) for r in chat],
+              "openai_moderation": [[unflagged] * len(r["messages"]) for r in chat],
               "redacted": [False] * len(chat)}, f)
     _readme(mirror / "lmsys/lmsys-chat-1m", [("default", {"train": "data/train-*"})],
             extra="extra_gated_prompt: 'You agree to the LMSYS-Chat-1M Dataset License Agreement.'\n")

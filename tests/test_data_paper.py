@@ -89,6 +89,13 @@ def test_paper_preset_builds_through_the_mirror(sources, tmp_path):
     assert src["context_prediction/fineweb"]["source"].startswith("hub:HuggingFaceFW/fineweb train (streamed)")
     assert src["context_prediction/lmsys-chat-1m"]["source"].startswith("hub:lmsys/lmsys-chat-1m train (streamed)")
 
+    r = CliRunner().invoke(app, ["inspect", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["train"]["examples"] == 1000 and summary["sources"] == src
+    tokens = summary["train"]["tokens"]
+    assert tokens["total"] == tokens["context"] + tokens["oracle"] > 1000 * 20
+
     import datasets
 
     rows = datasets.load_from_disk(str(out))["train"]

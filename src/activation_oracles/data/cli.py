@@ -97,6 +97,8 @@ def inspect(
         raise typer.Exit(2) from None
     summary = {split: summarize(dd[split]) for split in dd}
     if as_json:
+        for s in summary.values():  # JSON keys are strings
+            s["per_dataset"] = {f"{t}/{d}": v for (t, d), v in s["per_dataset"].items()}
         json.dump({"model": meta["model"], "layers": meta["layers"], "sources": meta.get("sources", {}), **summary},
                   sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
