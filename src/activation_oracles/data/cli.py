@@ -40,6 +40,10 @@ def build(
     from .schema import DataError
 
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
+    if quiet:
+        import datasets
+
+        datasets.disable_progress_bars()  # the hub readers' own bars
     try:
         cfg = _config(config, preset, scale)
         if reference_data is not None:

@@ -48,8 +48,12 @@ def load_tokenizer(spec: str):
 
     where, gguf = resolve_spec(spec)
     kw = {"gguf_file": gguf} if gguf else {}
-    tok = AutoTokenizer.from_pretrained(where, **kw)
-    cfg = AutoConfig.from_pretrained(where, **kw)
+    try:
+        tok = AutoTokenizer.from_pretrained(where, **kw)
+        cfg = AutoConfig.from_pretrained(where, **kw)
+    except OSError as err:  # not on the hub, not reachable (offline) and not cached, or gated
+        raise DataError(f"model {spec!r}: cannot load its tokenizer and config ({err}). Check the name, go online "
+                        "(or download the model once with `hf download`), or pass a local model directory") from None
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     n = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
     if not n:
