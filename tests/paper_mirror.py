@@ -113,15 +113,17 @@ def build_mirror(shared: Path, mirror: Path, n: int = 400) -> Path:
         w.writerows([r["Text"].strip(), WILI[r["language"]]] for r in wili)
     (d / "README.md").write_text("---\nlicense: odbl\ntask_categories:\n- text-classification\n---\n# WiLI-2018\n")
 
-    # HuggingFaceFW/fineweb: data/<dump>/000_00000.parquet with the crawl metadata; configs default (data/*/*)
+    # HuggingFaceFW/fineweb: data/<dump>/000_00000.parquet with the crawl metadata (configs default = data/*/*),
+    # and a few documents under sample/10BT/ (config sample-10BT)
     web = _jsonl(shared / "context_prediction" / "web_text.jsonl.gz")
     f = ds.Features({"text": s, "id": s, "dump": s, "url": s, "date": s, "file_path": s, "language": s,
                      "language_score": ds.Value("float64"), "token_count": ds.Value("int64")})
-    _parquet(mirror / "HuggingFaceFW/fineweb/data/CC-MAIN-2013-20/000_00000.parquet",
-             {"text": [r["text"] for r in web], "id": [f"<urn:local:{i}>" for i in range(len(web))],
-              "dump": ["CC-MAIN-2013-20"] * len(web), "url": [""] * len(web), "date": [""] * len(web),
-              "file_path": [""] * len(web), "language": ["en"] * len(web), "language_score": [1.0] * len(web),
-              "token_count": [len(r["text"].split()) for r in web]}, f)
+    for rel, rows in (("data/CC-MAIN-2013-20/000_00000.parquet", web[:-40]), ("sample/10BT/000_00000.parquet", web[-40:])):
+        _parquet(mirror / "HuggingFaceFW/fineweb" / rel,
+                 {"text": [r["text"] for r in rows], "id": [f"<urn:local:{i}>" for i in range(len(rows))],
+                  "dump": ["CC-MAIN-2013-20"] * len(rows), "url": [""] * len(rows), "date": [""] * len(rows),
+                  "file_path": [""] * len(rows), "language": ["en"] * len(rows), "language_score": [1.0] * len(rows),
+                  "token_count": [len(r["text"].split()) for r in rows]}, f)
     _readme(mirror / "HuggingFaceFW/fineweb", [("default", {"train": "data/*/*"}),
                                                 ("sample-10BT", {"train": "sample/10BT/*"})])
 

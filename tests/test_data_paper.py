@@ -181,8 +181,7 @@ def test_hub_readers_use_the_hub_label_codes(sources):
 def test_context_prediction_streams_lazily_with_disjoint_splits(sources, tok):
     _, mirror = sources
     spec = hub.HubRead("HuggingFaceFW/fineweb", streaming=True)
-    src = StreamSource("fineweb", 1.0, spec, split_name="train", tokenizer=tok[0], max_tokens=64, test_fraction=0.2,
-                       seed=0, mirror=mirror)
+    src = StreamSource("fineweb", 1.0, spec, tokenizer=tok[0], max_tokens=64, test_fraction=0.2, seed=0, mirror=mirror)
     train = src.docs("train", recycle=False)
     first = [next(train).tolist() for _ in range(5)]
     assert src.rows_read <= 256 / 0.8 + 60 < 472  # one tokenizer batch ahead, not the whole stream
@@ -236,12 +235,21 @@ def test_offline_hub_read_names_the_dataset_and_the_mirror(monkeypatch):
         cls_mod.load_task("sst2", "hub")
 
 
-def test_chat_source_option(shared_data):
-    cfg = MixtureConfig.paper().with_chat_source("HuggingFaceH4/ultrachat_200k:train_sft")
+def test_text_and_chat_source_options(shared_data, sources, tok):
+    cfg = MixtureConfig.paper().with_cp_source("chat", "HuggingFaceH4/ultrachat_200k:train_sft")
     chat = cfg.context_prediction.sources[1]
     assert chat["path"] == "hf:HuggingFaceH4/ultrachat_200k" and chat["split"] == "train_sft" and chat["weight"] == 0.5
     local = shared_data / "context_prediction" / "chat.jsonl.gz"
-    assert MixtureConfig.paper().with_chat_source(str(local)).context_prediction.sources[1]["path"] == str(local)
+    assert MixtureConfig.paper(chat_source=str(local)).context_prediction.sources[1]["path"] == str(local)
     with pytest.raises(DataError, match="--chat-source"):
-        MixtureConfig.paper().with_chat_source("not-a-dataset")
+        MixtureConfig.paper().with_cp_source("chat", "not-a-dataset")
     assert set(HUB_IDS) >= {cls_mod.HUB_READS[t].id for t in ("sst2", "snli", "md_gender", "language_identification")}
+    # a config of the text corpus (FineWeb's sample-10BT) is read through its README's configs
+    text = MixtureConfig.paper(text_source="HuggingFaceFW/fineweb@sample-10BT").context_prediction.sources[0]
+    assert (text["path"], text["subset"]) == ("hf:HuggingFaceFW/fineweb", "sample-10BT")
+    from activation_oracles.data.context_prediction import hub_read
+
+    src = StreamSource("fineweb", 1.0, hub_read(text), tokenizer=tok[0], max_tokens=512, test_fraction=0.0, seed=0,
+                       mirror=sources[1])
+    with pytest.raises(DataError, match="ended after 40 train documents"):
+        list(src.docs("train", recycle=False))

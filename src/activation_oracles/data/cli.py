@@ -26,9 +26,12 @@ def build(
                                        "github.com/adamkarvonen/activation_oracles; pass activation_oracles/datasets)."),
     hub_mirror: Optional[Path] = typer.Option(
         None, "--hub-mirror", help="Read hub datasets from DIR/<org>/<name>/ (laid out as on the hub) instead of the hub."),
+    text_source: Optional[str] = typer.Option(
+        None, "--text-source", help="Context prediction's text corpus instead of the config's (the paper: "
+                                    "HuggingFaceFW/fineweb): a hub id ID[@CONFIG][:SPLIT] or a local file/directory."),
     chat_source: Optional[str] = typer.Option(
         None, "--chat-source", help="Context prediction's chat corpus instead of the config's (the paper: the gated "
-                                    "lmsys/lmsys-chat-1m): a hub id ID[:SPLIT] or a local .jsonl file/directory."),
+                                    "lmsys/lmsys-chat-1m): a hub id ID[@CONFIG][:SPLIT] or a local .jsonl file/directory."),
     scale: float = typer.Option(1.0, "--scale", help="Multiply every train and test count (e.g. 0.001)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when DIR holds this exact mixture."),
@@ -50,8 +53,9 @@ def build(
             cfg.reference_data = str(reference_data)
         if hub_mirror is not None:
             cfg.hub_mirror = str(hub_mirror)
-        if chat_source:
-            cfg = cfg.with_chat_source(chat_source)
+        for kind, spec in (("text", text_source), ("chat", chat_source)):
+            if spec:
+                cfg = cfg.with_cp_source(kind, spec)
         if model:
             cfg.model = model
         if seed is not None:

@@ -128,7 +128,7 @@ class MixtureConfig:
     @classmethod
     def paper(cls, reference_data: str | Path | None = None, *, hub_mirror: str | Path | None = None,
               model: str | None = None, seed: int | None = None, scale: float = 1.0,
-              chat_source: str | None = None) -> "MixtureConfig":
+              text_source: str | None = None, chat_source: str | None = None) -> "MixtureConfig":
         """The paper's mixture from the paper's sources (the packaged data_paper.yaml): the reference
         repository's datasets/ folder (`reference_data`) and the hub (or `hub_mirror`)."""
         cfg = cls.from_yaml(packaged_config("paper"))
@@ -136,8 +136,10 @@ class MixtureConfig:
         cfg.hub_mirror = None if hub_mirror is None else str(hub_mirror)
         cfg.model = model or cfg.model
         cfg.seed = cfg.seed if seed is None else seed
+        if text_source:
+            cfg = cfg.with_cp_source("text", text_source)
         if chat_source:
-            cfg = cfg.with_chat_source(chat_source)
+            cfg = cfg.with_cp_source("chat", chat_source)
         return cfg.scaled(scale)
 
     @classmethod
@@ -188,27 +190,27 @@ class MixtureConfig:
         d["classification"]["counts"] = {k: s(v) for k, v in d["classification"]["counts"].items()}
         return MixtureConfig.from_dict(d)
 
-    def with_chat_source(self, spec: str) -> "MixtureConfig":
-        """A copy whose chat context-prediction source (the one with kind: chat) reads `spec` instead: a
-        local file or directory, or a hub dataset ID[:SPLIT]."""
-        d = self.to_dict()
-        chats = [s for s in d["context_prediction"]["sources"] if s.get("kind") == "chat"]
-        if len(chats) != 1:
-            raise DataError(f"--chat-source: the config has {len(chats)} context_prediction sources with kind: chat; "
+    def with_cp_source(self, kind: str, spec: str) -> "MixtureConfig":
+        """A copy whose context-prediction source of this `kind` (text or chat) reads `spec` instead: a local
+        file or directory, or a hub dataset ID[@CONFIG][:SPLIT]; its weight stays."""
+        d, option = self.to_dict(), f"--{kind}-source"
+        found = [s for s in d["context_prediction"]["sources"] if s.get("kind") == kind]
+        if len(found) != 1:
+            raise DataError(f"{option}: the config has {len(found)} context_prediction sources with kind: {kind}; "
                             "edit context_prediction.sources in the mixture YAML instead")
-        src = chats[0]
+        src = found[0]
         for k in ("name", "split", "subset", "limit"):
             src.pop(k, None)
         local = Path(os.path.expandvars(spec)).expanduser()
+        hid, _, split = spec.partition(":")
+        hid, _, subset = hid.partition("@")
         if local.exists():
             src["path"] = str(local)
-        elif _looks_like_hub(spec.split(":")[0]):
-            hid, _, split = spec.partition(":")
+        elif _looks_like_hub(hid):
             src["path"] = f"hf:{hid}"
-            if split:
-                src["split"] = split
+            src.update({k: v for k, v in (("subset", subset), ("split", split)) if v})
         else:
-            raise DataError(f"--chat-source {spec!r}: neither a local file/directory nor a hub id ORG/NAME[:SPLIT]")
+            raise DataError(f"{option} {spec!r}: neither a local file/directory nor a hub id ORG/NAME[@CONFIG][:SPLIT]")
         return MixtureConfig.from_dict(d)
 
     def to_yaml(self) -> str:

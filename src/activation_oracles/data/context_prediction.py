@@ -101,9 +101,14 @@ def tokenize_docs(tokenizer, docs: list[dict], max_tokens: int) -> list[np.ndarr
 
 
 HUB_PREFIX = "hf:"
-CHAT_SOURCE_HINT = ("Or read another chat dataset instead: --chat-source ID[:SPLIT] (a hub dataset whose rows hold "
-                    "`conversation` or `messages` turns, e.g. HuggingFaceH4/ultrachat_200k:train_sft) or a local "
-                    ".jsonl file of {\"messages\": [...]} rows.")
+# What an error about a context-prediction corpus offers instead, per kind (the CLI options of `ao data build`).
+SOURCE_HINTS = {
+    "chat": "Or read another chat dataset instead: --chat-source ID[@CONFIG][:SPLIT] (a hub dataset whose rows hold "
+            "`conversation` or `messages` turns, e.g. HuggingFaceH4/ultrachat_200k:train_sft) or a local .jsonl "
+            "file of {\"messages\": [...]} rows.",
+    "text": "Or read another text corpus or config instead: --text-source ID[@CONFIG][:SPLIT] (e.g. "
+            "HuggingFaceFW/fineweb@sample-10BT) or a local .jsonl/.txt/.parquet file of texts.",
+}
 
 
 @dataclass
@@ -127,16 +132,17 @@ class StreamSource:
     are tokenized 256 at a time as they are drawn. At the end of the stream (or of `limit` rows) the
     source starts a new pass if recycling is allowed, else stops the build."""
 
-    def __init__(self, name, weight, spec: hub.HubRead, *, split_name: str, tokenizer, max_tokens: int,
-                 test_fraction: float, seed: int, limit: int | None = None, mirror=None, alternative: str = ""):
-        self.name, self.weight, self.spec, self.split_name = name, weight, spec, split_name
+    def __init__(self, name, weight, spec: hub.HubRead, *, tokenizer, max_tokens: int, test_fraction: float,
+                 seed: int, limit: int | None = None, mirror=None, alternative: str = ""):
+        self.name, self.weight, self.spec = name, weight, spec
         self.tokenizer, self.max_tokens, self.test_fraction, self.seed = tokenizer, max_tokens, test_fraction, seed
         self.limit, self.mirror, self.alternative = limit, mirror, alternative
-        self.origin = f"hub:{spec.id}" + (f" ({spec.config})" if spec.config else "") + f" {split_name} (streamed)" + (f" from mirror {mirror}" if mirror else "")
+        self.origin = (f"hub:{spec.id}" + (f" ({spec.config})" if spec.config else "") + f" {spec.splits[0]} (streamed)"
+                       + (f" from mirror {mirror}" if mirror else ""))
         self.drawn = {"train": 0, "test": 0}  # documents handed out per split
         self.rows_read = 0  # stream rows read, both splits and every pass
         # Opened now, so that a missing, gated or unreachable dataset stops the build before anything is written.
-        self.ds = hub.read(spec, split_name, mirror=mirror, alternative=alternative)
+        self.ds = hub.read(spec, spec.splits[0], mirror=mirror, alternative=alternative)
 
     def available(self, split: str) -> int | None:
         return None  # unknown until the stream ends
@@ -154,7 +160,6 @@ class StreamSource:
                 yield _hub_doc(row, self.spec.id, i)
 
     def docs(self, split: str, recycle: bool) -> Iterator[np.ndarray]:
-        passes = 0
         while True:
             got, batch = 0, []
             for doc in self._pass(split):
@@ -165,7 +170,6 @@ class StreamSource:
                     batch = []
             got += len(batch)
             yield from self._tokens(batch, split)
-            passes += 1
             if not got:
                 raise DataError(f"context_prediction source {self.name} ({self.spec.id}): no {split} documents in "
                                 f"the stream (test_fraction={self.test_fraction})")
@@ -181,10 +185,11 @@ class StreamSource:
 
 
 def hub_read(s: dict) -> hub.HubRead | None:
-    """How an `hf:<id>` source is read (streamed, its `subset` config), or None for other sources."""
+    """How an `hf:<id>` source is read (streamed; its `subset` config and `split`), or None for other sources."""
     path = str(s.get("path", ""))
-    return hub.HubRead(path[len(HUB_PREFIX):], config=s.get("subset"), streaming=True) \
-        if path.startswith(HUB_PREFIX) else None
+    if not path.startswith(HUB_PREFIX):
+        return None
+    return hub.HubRead(path[len(HUB_PREFIX):], (s.get("split", "train"),), config=s.get("subset"), streaming=True)
 
 
 def _source_name(s: dict) -> str:
@@ -224,10 +229,9 @@ def plan_cp(tokenizer, sources: list[dict], *, layers, train_count, test_count, 
         name, path = _source_name(s), str(s["path"])
         spec = hub_read(s)
         if spec is not None:
-            out.append(StreamSource(name, float(s.get("weight", 1.0)), spec, split_name=s.get("split", "train"),
-                                    tokenizer=tokenizer, max_tokens=max_tokens, test_fraction=test_fraction, seed=seed,
-                                    limit=s.get("limit"), mirror=mirror,
-                                    alternative=CHAT_SOURCE_HINT if s.get("kind") == "chat" else ""))
+            out.append(StreamSource(name, float(s.get("weight", 1.0)), spec, tokenizer=tokenizer, max_tokens=max_tokens,
+                                    test_fraction=test_fraction, seed=seed, limit=s.get("limit"), mirror=mirror,
+                                    alternative=SOURCE_HINTS.get(s.get("kind"), "")))
             continue
         docs = builtin.cp_docs(s.get("kind", "text")) if path == "builtin" else read_texts(path)
         src = CpSource(name, float(s.get("weight", 1.0)), tokenize_docs(tokenizer, docs, max_tokens), origin=path)

@@ -13,6 +13,7 @@ import math
 import os
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,7 +25,7 @@ from . import builtin
 from . import classification as cls_mod
 from . import hub
 from .config import REFERENCE_FIX, MixtureConfig
-from .context_prediction import CHAT_SOURCE_HINT, HUB_PREFIX, StreamSource, cp_rows, plan_cp
+from .context_prediction import HUB_PREFIX, SOURCE_HINTS, StreamSource, cp_rows, plan_cp
 from .context_prediction import hub_read as cp_hub_read
 from .schema import LAYERS_COLUMN, DataError, Row, columns, features
 from .spqa import SOURCE_FILES as SPQA_FILES, plan_spqa, spqa_rows
@@ -110,8 +111,7 @@ def _hub_reads(cfg: MixtureConfig) -> list[tuple[str, "hub.HubRead", str]]:
     cp = cfg.context_prediction
     for src in cp.sources if (cp.count or cp.test_count) else []:
         if (spec := cp_hub_read(src)) is not None:
-            out.append((f"context_prediction source {src['path']}", spec,
-                        CHAT_SOURCE_HINT if src.get("kind") == "chat" else ""))
+            out.append((f"context_prediction source {src['path']}", spec, SOURCE_HINTS.get(src.get("kind"), "")))
     return out
 
 
@@ -132,8 +132,9 @@ def check_sources(cfg: MixtureConfig) -> None:
     local += [(f"classification task {t!r}", c.sources.get(t, c.source)) for t in _tasks_built(cfg)]
     if c.questions:
         local.append(("classification.questions", c.questions))
-    local += [(f"context_prediction source {s.get('name') or s.get('path')}", s.get("path", ""))
-              for s in cfg.context_prediction.sources] if cfg.context_prediction.count or cfg.context_prediction.test_count else []
+    cp = cfg.context_prediction
+    if cp.count or cp.test_count:
+        local += [(f"context_prediction source {s.get('name') or s.get('path')}", s.get("path", "")) for s in cp.sources]
     for what, path in local:
         if path and path not in ("builtin", "hub") and not path.startswith(HUB_PREFIX) and os.path.isabs(path) \
                 and not os.path.exists(path):
@@ -275,22 +276,18 @@ class Plan:
         return out
 
 
-class _naming:
+@contextmanager
+def _naming(what: str, source: str, cfg: MixtureConfig):
     """Errors while a source is read name the family/task and the source, plus the fix for a file of the
     reference's datasets/ folder."""
-
-    def __init__(self, what: str, source: str, cfg: MixtureConfig):
-        self.what, self.source, self.cfg = what, str(source), cfg
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if isinstance(err, DataError) and not str(err).startswith(self.what):
-            ref = self.cfg.reference_data
-            hint = f" ({REFERENCE_FIX})" if ref and self.source.startswith(ref) else ""
-            raise DataError(f"{self.what} (source {self.source}): {err}{hint}") from None
-        return False
+    try:
+        yield
+    except DataError as err:
+        if str(err).startswith(what):
+            raise
+        ref, source = cfg.reference_data, str(source)
+        hint = f" ({REFERENCE_FIX})" if ref and source.startswith(ref) else ""
+        raise DataError(f"{what} (source {source}): {err}{hint}") from None
 
 
 def _exact(name: str, n: int, it: Iterator[Row]) -> Iterator[Row]:
