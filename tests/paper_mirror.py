@@ -103,6 +103,16 @@ def build_mirror(shared: Path, mirror: Path, n: int = 400) -> Path:
         _parquet(mirror / "facebook/md_gender_bias/funpedia" / split / "0000.parquet",
                  {k: [r[k] for r in rows] for k in ("text", "title", "persona", "gender")}, f)
 
+    # fancyzhx/ag_news (not the paper's source: it reads datasets/ag_news/ag_news.csv):
+    # data/{train,test}-00000-of-00001.parquet; text = title + " " + description, label 0-3
+    news = _csv(cls / "ag_news" / "ag_news.csv")[:n]
+    f = ds.Features({"text": s, "label": ds.ClassLabel(names=["World", "Sports", "Business", "Sci/Tech"])})
+    for split, rows in (("train", news[: n // 2]), ("test", news[n // 2:])):
+        _parquet(mirror / "fancyzhx/ag_news/data" / f"{split}-00000-of-00001.parquet",
+                 {"text": [f"{r['Title']} {r['Description']}" for r in rows],
+                  "label": [int(r["Class Index"]) - 1 for r in rows]}, f)
+    _readme(mirror / "fancyzhx/ag_news", [("default", {"train": "data/train-*", "test": "data/test-*"})])
+
     # FrancophonIA/WiLI-2018: train.csv with Text,language (language names); a README without configs
     wili = _jsonl(cls / "language_identification" / "wili2018_10lang_100char.jsonl.gz")[: 2 * n]
     d = mirror / "FrancophonIA/WiLI-2018"

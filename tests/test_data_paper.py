@@ -171,6 +171,10 @@ def test_hub_readers_use_the_hub_label_codes(sources):
     items = cls_mod._hub_items("md_gender", [CARD_ROW, female, {**female, "gender": 0}], rng)
     assert sorted(t for t, _ in items) == [f"{CARD_ROW['text']}\n\nThis text is about Max Landis.",
                                            "She was an English novelist.\n\nThis text is about Jane Austen."]
+    news = cls_mod.load_task("ag_news", "hub", mirror=mirror)  # label 0 World .. 3 Sci/Tech
+    first = pq.read_table(mirror / "fancyzhx/ag_news/data/test-00000-of-00001.parquet").slice(0, 1).to_pylist()[0]
+    assert dict(news.items)[first["text"]] == {cls_mod.AG_NEWS[str(first["label"] + 1)]}
+    assert {c for _, ys in news.items for c in ys} == set(cls_mod.AG_NEWS.values())
     lang = cls_mod.load_task("language_identification", "hub", mirror=mirror)
     assert {"Welsh", "Icelandic", "Old English"} <= {c for _, ys in lang.items for c in ys}
     # the reference's paraphrases ask the hub tasks too when classification.questions names them
