@@ -36,7 +36,7 @@ def main() -> None:
     if args.smoke:
         args.scale = 0.001
 
-    cfg = MixtureConfig.paper(args.root)
+    cfg = MixtureConfig.standins(args.root)
     cfg.allow_recycle = True
     s = lambda n: int(round(n * args.scale))  # noqa: E731
     cfg.spqa.count, cfg.classification.count, cfg.context_prediction.count = (

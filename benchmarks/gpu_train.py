@@ -531,7 +531,7 @@ def write_lengths(args) -> None:
     model_dir = tmp / "qwen3-8b-format"
     model_config("Qwen/Qwen3-8B").save_pretrained(model_dir)  # (its depth sets the source layers)
     family_tokenizer(AutoTokenizer.from_pretrained(embedded_model_dir()), "qwen3").save_pretrained(model_dir)
-    cfg = MixtureConfig.paper(args.data_root, model=str(model_dir))
+    cfg = MixtureConfig.standins(args.data_root, model=str(model_dir))
     cfg.allow_recycle = True
     for part in (cfg.spqa, cfg.classification, cfg.context_prediction):
         part.count = max(1, int(round(part.count * args.scale)))

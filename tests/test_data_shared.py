@@ -71,7 +71,7 @@ def test_context_prediction_sources_load(shared_data):
 
 
 def test_small_mixture_from_shared(shared_data, tmp_path):
-    cfg = MixtureConfig.paper(shared_data)
+    cfg = MixtureConfig.standins(shared_data)
     cfg.spqa.count, cfg.spqa.test_count = 300, 60
     cfg.classification.count, cfg.classification.test_count = 60, 12
     cfg.context_prediction.count, cfg.context_prediction.test_count = 300, 30

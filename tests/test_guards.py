@@ -136,15 +136,16 @@ def test_paper_preset_never_falls_back_to_the_demo_mixture(tmp_path, monkeypatch
     """Without --data a paper preset builds the paper mixture from its sources; where they are missing it
     stops with the command to run (and never trains on the built-in mixture)."""
     _no_model(monkeypatch)
-    monkeypatch.chdir(tmp_path)  # ../shared/data does not exist from here
+    monkeypatch.chdir(tmp_path)
     cfg = load_config("paper-qwen3-8b", {"model.spec": str(other_model_dir), "output.dir": str(tmp_path / "run")})
     assert cfg.data.path is None and cfg.data.mixture == "paper"
     with pytest.raises(ConfigError) as e:
         train(cfg)
     msg = str(e.value)
     assert e.value.field == "data.path" and "'paper' mixture" in msg
-    assert f"ao data build paper --model {other_model_dir} --out DIR" in msg
-    assert "shared/data" in msg  # the missing source is named
+    assert (f"ao data build --preset paper --model {other_model_dir} --reference-data activation_oracles/datasets "
+            "--out DIR") in msg
+    assert "reference" in msg and "github.com/adamkarvonen/activation_oracles" in msg  # the missing source is named
 
 
 def test_paper_preset_builds_the_paper_mixture(tmp_path, monkeypatch):

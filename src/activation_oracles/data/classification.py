@@ -16,24 +16,32 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import builtin, io
+from .hub import PARQUET_EXPORT, HubRead, rows as hub_rows
 from .schema import NER_TYPES, DataError, Row
 
 YES_NO_PREFIX = "Answer with 'Yes' or 'No' only. "
 TRAIN_TASKS = ("geometry_of_truth", "relations", "sst2", "md_gender", "snli", "ner", "tense")
 EVAL_TASKS = ("ag_news", "language_identification", "singular_plural")
 OPTIONAL_EVAL_TASKS = ("engels",)
-# Hub ids the paper uses; read with `datasets.load_dataset` when a task's source is "hub".
-HF_IDS = {
-    "sst2": ("stanfordnlp/sst2", "train"),
-    "ag_news": ("fancyzhx/ag_news", "test"),
-    "snli": ("stanfordnlp/snli", "train"),
-    "md_gender": ("facebook/md_gender_bias", "train"),  # config "funpedia"
+# The hub datasets the paper reads (nl_probes/dataset_classes/classification_dataset_manager.py of the
+# reference): read when a task's source is "hub". md_gender_bias is a loading-script dataset, which
+# `datasets` no longer runs, so its parquet export is read instead.
+HUB_READS = {
+    "sst2": HubRead("stanfordnlp/sst2", ("train", "validation")),
+    "snli": HubRead("stanfordnlp/snli", ("train",)),
+    "md_gender": HubRead("facebook/md_gender_bias", ("train", "validation", "test"),
+                         # the export's layout (funpedia/train/0000.parquet), and its earlier file names
+                         data_files={s: [f"funpedia/{s}/*.parquet", f"funpedia/*-{s}.parquet"]
+                                     for s in ("train", "validation", "test")},
+                         revision=PARQUET_EXPORT),
+    "language_identification": HubRead("FrancophonIA/WiLI-2018", ("train",)),
+    "ag_news": HubRead("fancyzhx/ag_news", ("test",)),  # the paper reads its datasets/ag_news/ag_news.csv
 }
 
 Item = tuple[str, frozenset]
 
 AG_NEWS = {"1": "world news", "2": "sports", "3": "business", "4": "science and technology"}
-LANG_FIX = {"Portugeese": "Portuguese", "Sweedish": "Swedish"}
+LANG_FIX = {"Portugeese": "Portuguese", "Portugese": "Portuguese", "Sweedish": "Swedish"}
 WILI = {"ang": "Old English", "ara": "Arabic", "cym": "Welsh", "dan": "Danish", "deu": "German", "eng": "English",
         "fao": "Faroese", "isl": "Icelandic", "nob": "Norwegian", "swe": "Swedish"}
 GOT_FILES = ("sp_en_trans", "cities", "smaller_than", "larger_than", "companies_true_false")
@@ -110,8 +118,11 @@ def _templates(spec, classes: list[str], extra: dict | None = None) -> dict[str,
     return out
 
 
+TRUE, NONE = frozenset({"true"}), frozenset()  # shared: a hub task holds hundreds of thousands of items
+
+
 def _bool_items(pairs) -> list[Item]:
-    return [(t, frozenset({"true"}) if y else frozenset()) for t, y in pairs]
+    return [(t, TRUE if y else NONE) for t, y in pairs]
 
 
 # ----------------------------------------------------------------------------- local loaders
@@ -248,26 +259,55 @@ LOCAL_LOADERS: dict[str, Callable] = {
 ALL_TASKS = tuple(LOCAL_LOADERS)
 
 
-def _load_hub(name: str) -> list[Item]:
-    import datasets
-
-    if name not in HF_IDS:
-        raise DataError(f"task {name!r}: no hub source known; use a local directory")
-    hid, split = HF_IDS[name]
-    ds = datasets.load_dataset(hid, "funpedia" if name == "md_gender" else None, split=split)
-    if name == "sst2":
-        return [(r["sentence"].strip(), frozenset({"positive" if r["label"] == 1 else "negative"})) for r in ds]
-    if name == "ag_news":
-        return [(r["text"], frozenset({AG_NEWS[str(r["label"] + 1)]})) for r in ds]
-    if name == "snli":
-        return _bool_items((f"{r['premise']} {r['hypothesis']}", r["label"] == 0) for r in ds if r["label"] in (0, 2))
-    return [(r["text"], frozenset({{1: "female", 2: "male"}[r["gender"]]})) for r in ds if r["gender"] in (1, 2)]
+def _class_name(value, names: dict):
+    """A ClassLabel column read as an int (the hub's encoding) or as its name."""
+    return names.get(value) if not isinstance(value, str) else (value if value in names.values() else None)
 
 
-def _question_spec(name: str, root: Path | None):
-    """Paraphrases from the source's paraphrases/question.json when present, else ours."""
+def _hub_items(name: str, split_rows, rng) -> list[Item]:
+    """Items of one hub task from its rows, with the reference's label codes and filters."""
+    if name == "sst2":  # 0 negative, 1 positive (-1: the unlabelled test split)
+        names = {0: "negative", 1: "positive"}
+        return [(r["sentence"].strip(), frozenset({c})) for r in split_rows
+                if (c := _class_name(r["label"], names))]
+    if name == "snli":  # 0 entailment (Yes), 2 contradiction (No); 1 neutral and -1 (no gold label) dropped
+        names = {0: "entailment", 1: "neutral", 2: "contradiction"}
+        return _bool_items((f"{r['premise'].strip()} {r['hypothesis'].strip()}", c == "entailment")
+                           for r in split_rows if (c := _class_name(r["label"], names)) in ("entailment", "contradiction"))
+    if name == "md_gender":  # funpedia: 0 gender-neutral (dropped), 1 female, 2 male; the title names the person
+        names = {0: "gender-neutral", 1: "female", 2: "male"}
+        by = {"female": [], "male": []}
+        for r in split_rows:
+            c = _class_name(r["gender"], names)
+            if c in by:
+                title = (r.get("title") or "").strip()
+                by[c].append((r["text"].strip() + (f"\n\nThis text is about {title}." if title else ""), frozenset({c})))
+        # As the reference: male texts (most of funpedia) are cut to the number of female ones.
+        keep = sorted(rng.permutation(len(by["male"]))[: len(by["female"])].tolist())
+        return by["female"] + [by["male"][i] for i in keep]
+    if name == "language_identification":
+        return [(r["Text"].strip(), frozenset({LANG_FIX.get(r["language"].strip(), r["language"].strip())}))
+                for r in split_rows]
+    if name == "ag_news":  # 0 World, 1 Sports, 2 Business, 3 Sci/Tech
+        return [(r["text"], frozenset({AG_NEWS[str(r["label"] + 1)]})) for r in split_rows]
+    raise DataError(f"task {name!r}: no hub source known; use a directory")
+
+
+def _load_hub(name: str, rng, mirror=None) -> list[Item]:
+    if name not in HUB_READS:
+        raise DataError(f"task {name!r}: no hub source known (hub tasks: {', '.join(HUB_READS)}); use a directory")
+    spec = HUB_READS[name]
+    return _hub_items(name, (r for split in spec.splits for r in hub_rows(spec, split, mirror=mirror)), rng)
+
+
+def _question_spec(name: str, root: Path | None, questions: str | Path | None = None):
+    """Paraphrases from `questions` (a question.json; missing is an error) or else the source's
+    paraphrases/question.json when they have the task, else ours."""
+    paths = [Path(questions)] if questions else []
     if root is not None and (root / "paraphrases" / "question.json").exists():
-        d = io.read_json(root / "paraphrases" / "question.json")
+        paths.append(root / "paraphrases" / "question.json")
+    for path in paths:
+        d = io.read_json(path)
         if name in d:
             return d[name]
     if name not in QUESTIONS:
@@ -275,22 +315,26 @@ def _question_spec(name: str, root: Path | None):
     return QUESTIONS[name]
 
 
-def load_task(name: str, source: str | Path, seed: int = 0) -> TaskData:
-    """Load one task from "builtin", "hub" or a directory in the layout of shared/data/classification."""
+def load_task(name: str, source: str | Path, seed: int = 0, *, mirror: str | Path | None = None,
+              questions: str | Path | None = None) -> TaskData:
+    """Load one task from "builtin", "hub" (`HUB_READS`; from `mirror` when given) or a directory in the
+    layout of the reference's datasets/classification_datasets. `questions`: a question.json whose
+    paraphrases replace the source's (or ours) for the tasks it names."""
     if name not in LOCAL_LOADERS:
         raise DataError(f"unknown classification task {name!r}; known: {', '.join(ALL_TASKS)}")
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    root = None
+    root, origin = None, str(source)
     if str(source) == "builtin":
         items, spec = builtin.classification_items(name), QUESTIONS.get(name)
     elif str(source) == "hub":
-        items, spec = _load_hub(name), QUESTIONS[name]
+        items, spec = _load_hub(name, rng, mirror), _question_spec(name, None, questions)
+        origin = f"hub:{HUB_READS[name].describe()}" + (f" from mirror {mirror}" if mirror else "")
     else:
         root = Path(source)
         if not root.is_dir():
             raise DataError(f"classification source {root}: not a directory")
         items = LOCAL_LOADERS[name](root, rng) if name == "relations" else LOCAL_LOADERS[name](root)
-        spec = _question_spec(name, root)
+        spec = _question_spec(name, root, questions)
     if name == "engels" and isinstance(spec, dict) and all(isinstance(v, dict) for v in spec.values()):
         # Paraphrase file shape {dataset: {property: [...], not_property: [...]}} -> class per dataset.
         spec = {ds: next(iter(v.values())) for ds, v in spec.items()}
@@ -308,7 +352,7 @@ def load_task(name: str, source: str | Path, seed: int = 0) -> TaskData:
     templates = _templates(spec, classes, QUESTIONS.get(f"{name}_words"))
     if not templates:
         raise DataError(f"task {name!r}: question templates match none of the classes {classes}")
-    return TaskData(name, uniq, templates, origin=str(source))
+    return TaskData(name, uniq, templates, origin=origin)
 
 
 def restrict_classes(task: TaskData, classes: list[str], seed: int = 0) -> TaskData:

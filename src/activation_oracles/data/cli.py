@@ -14,31 +14,74 @@ app = typer.Typer(help="Build and inspect oracle training mixtures.", no_args_is
 
 @app.command()
 def build(
-    config: Optional[Path] = typer.Argument(None, help="Mixture YAML; omitted: the built-in offline mixture."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (load it with datasets.load_from_disk)."),
+    config: Optional[Path] = typer.Argument(None, help="Mixture YAML (or builtin/paper); omitted: --preset, else the "
+                                                       "built-in offline mixture."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (load it with datasets.load_from_disk); "
+                                                                 "default: <cache>/data/<key>."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A packaged mixture: builtin (offline demo data) or "
+                                                                "paper (the paper's 1M-example mixture from its sources)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec whose tokenizer/depth to use."),
-    scale: float = typer.Option(1.0, "--scale", help="Multiply the built-in mixture's counts (no CONFIG only)."),
+    reference_data: Optional[Path] = typer.Option(
+        None, "--reference-data", help="The reference repository's datasets/ folder (git clone "
+                                       "github.com/adamkarvonen/activation_oracles; pass activation_oracles/datasets)."),
+    hub_mirror: Optional[Path] = typer.Option(
+        None, "--hub-mirror", help="Read hub datasets from DIR/<org>/<name>/ (laid out as on the hub) instead of the hub."),
+    text_source: Optional[str] = typer.Option(
+        None, "--text-source", help="Context prediction's text corpus instead of the config's (the paper: "
+                                    "HuggingFaceFW/fineweb): a hub id ID[@CONFIG][:SPLIT] or a local file/directory."),
+    chat_source: Optional[str] = typer.Option(
+        None, "--chat-source", help="Context prediction's chat corpus instead of the config's (the paper: the gated "
+                                    "lmsys/lmsys-chat-1m): a hub id ID[@CONFIG][:SPLIT] or a local .jsonl file/directory."),
+    scale: float = typer.Option(1.0, "--scale", help="Multiply every train and test count (e.g. 0.001)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when DIR holds this exact mixture."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Build a mixture into DIR (reused when the config, tokenizer and sources are unchanged)."""
     from .config import MixtureConfig
-    from .mixture import build_mixture
+    from .mixture import build_mixture, mixture_info, saved_dir
     from .schema import DataError
 
+    log = lambda m: typer.echo(m, err=True)  # noqa: E731
+    if quiet:
+        import datasets
+
+        datasets.disable_progress_bars()  # the hub readers' own bars
     try:
-        cfg = MixtureConfig.from_yaml(config) if config else MixtureConfig.builtin(scale=scale)
+        cfg = _config(config, preset, scale)
+        if reference_data is not None:
+            cfg.reference_data = str(reference_data)
+        if hub_mirror is not None:
+            cfg.hub_mirror = str(hub_mirror)
+        for kind, spec in (("text", text_source), ("chat", chat_source)):
+            if spec:
+                cfg = cfg.with_cp_source(kind, spec)
         if model:
             cfg.model = model
         if seed is not None:
             cfg.seed = seed
-        dd = build_mixture(cfg, out_dir=out, progress=not quiet, force=force,
-                           log=lambda m: typer.echo(m, err=True))
+        dd = build_mixture(cfg, out_dir=out, progress=not quiet, force=force, log=log)
     except (DataError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"{out}: " + ", ".join(f"{s}={len(d):,}" for s, d in dd.items()))
+    where = saved_dir(dd)
+    for name, src in mixture_info(where).get("sources", {}).items():
+        if src.get("recycled"):
+            log(f"note: {name} reused contexts: {src['contexts_drawn']} drawn from {src['contexts']} ({src['source']})")
+    typer.echo(f"{where}: " + ", ".join(f"{s}={len(d):,}" for s, d in dd.items()))
+
+
+def _config(config: Optional[Path], preset: Optional[str], scale: float):
+    from .config import PACKAGED, MixtureConfig, packaged_config
+    from .schema import DataError
+
+    if config is not None and preset is not None:
+        raise DataError(f"give a CONFIG ({config}) or --preset {preset}, not both")
+    if preset is not None and preset not in PACKAGED:
+        raise DataError(f"--preset {preset!r}: packaged presets are {', '.join(PACKAGED)}")
+    if config is None and preset in (None, "builtin"):
+        return MixtureConfig.builtin(scale=scale)
+    return MixtureConfig.from_yaml(packaged_config(preset) if preset else config).scaled(scale)
 
 
 @app.command()
@@ -62,7 +105,10 @@ def inspect(
         raise typer.Exit(2) from None
     summary = {split: summarize(dd[split]) for split in dd}
     if as_json:
-        json.dump({"model": meta["model"], "layers": meta["layers"], **summary}, sys.stdout, indent=1, default=str)
+        for s in summary.values():  # JSON keys are strings
+            s["per_dataset"] = {f"{t}/{d}": v for (t, d), v in s["per_dataset"].items()}
+        json.dump({"model": meta["model"], "layers": meta["layers"], "sources": meta.get("sources", {}), **summary},
+                  sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
         return
     typer.echo(f"{path}: model={meta['model']} layers={meta['layers']} key={meta['key'][:12]}")
@@ -70,10 +116,15 @@ def inspect(
         typer.echo(f"context_prediction documents skipped as too short: {meta['skipped_too_short']}")
     for split, s in summary.items():
         typer.echo(f"\n== {split}: {s['examples']:,} examples")
-        for name in ("per_task_variant", "per_layer", "K", "J", "classification_answers"):
+        for name in ("per_task_variant", "per_layer", "K", "J", "classification_answers", "tokens"):
             if s[name]:
                 typer.echo(f"{name}: " + ", ".join(f"{k}={v:,}" for k, v in s[name].items()))
         typer.echo("per_dataset: " + ", ".join(f"{t}/{d}={v:,}" for (t, d), v in s["per_dataset"].items()))
+    if meta.get("sources"):
+        typer.echo("\n== sources")
+        for name, src in meta["sources"].items():
+            rest = ", ".join(f"{k}={v}" for k, v in src.items() if k != "source")
+            typer.echo(f"{name}: {src['source']} ({rest})")
     tok, _ = load_tokenizer(meta["model"])
     train = dd["train"]
     if len(train) and examples:

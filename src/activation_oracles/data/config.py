@@ -12,9 +12,20 @@ import yaml
 from .builtin import BUILTIN_EVAL_TASKS, BUILTIN_TRAIN_TASKS
 from .classification import ALL_TASKS, CLS_VARIANTS, EVAL_TASKS, TRAIN_TASKS
 from .schema import DataError
+from .spqa import SOURCE_FILES as SPQA_FILES
 
 PACKAGED = ("builtin", "paper")
 PAPER_COUNTS = {"spqa": 64_000, "classification": 48_000, "context_prediction": 600_000}
+# Sources written "ref:<path>" are <path> inside the reference repository's datasets/ folder (reference_data).
+REF_PREFIX = "ref:"
+REFERENCE_REPO = "https://github.com/adamkarvonen/activation_oracles"
+REFERENCE_FIX = (f"clone {REFERENCE_REPO} (`git clone {REFERENCE_REPO}`) and pass --reference-data "
+                 "activation_oracles/datasets (or set reference_data: in the mixture YAML)")
+
+
+def paper_build_command(model: str, out: str = "DIR") -> str:
+    """The command that builds the paper's mixture for `model` (what `ao train paper-*` without --data prints)."""
+    return f"ao data build --preset paper --model {model} --reference-data activation_oracles/datasets --out {out}"
 
 
 @dataclass
@@ -22,6 +33,9 @@ class SpqaConfig:
     count: int = 64_000
     test_count: int = 1_000
     source: str = "builtin"  # "builtin", a LatentQA directory, or a hub dataset id
+    # Behaviour files read from a directory source, among system, stimulus_completion, stimulus, control
+    # (the paper trains on the last three)
+    files: list[str] = field(default_factory=lambda: list(SPQA_FILES))
     test_fraction: float = 0.1  # of labels (hidden instructions), held out whole
     all_fraction: float = 0.5  # "all remaining tokens" vs a short window
     window: list[int] = field(default_factory=lambda: [1, 3])
@@ -44,6 +58,9 @@ class ClassificationConfig:
     source: str = "builtin"  # "builtin", "hub", or a directory in the layout of shared/data/classification
     sources: dict[str, str] = field(default_factory=dict)  # per-task override of `source`
     counts: dict[str, int] = field(default_factory=dict)  # per-task override of `count`
+    # A question.json (the reference's paraphrases/question.json layout) whose paraphrases every task it
+    # names is asked with, hub tasks included; empty: the source directory's own, else the project's.
+    questions: str = ""
     train_tasks: list[str] = field(default_factory=lambda: list(TRAIN_TASKS))
     eval_tasks: list[str] = field(default_factory=lambda: list(EVAL_TASKS))
     single_multi_ratio: list[float] = field(default_factory=lambda: [2, 1])
@@ -81,6 +98,10 @@ class ContextPredictionConfig:
 class MixtureConfig:
     model: str = "smollm2-135m"
     seed: int = 0
+    # The reference repository's datasets/ folder, which "ref:" sources are read from (--reference-data)
+    reference_data: str | None = None
+    # A directory holding hub datasets as DIR/<org>/<name>/, read instead of the hub (--hub-mirror)
+    hub_mirror: str | None = None
     layer_percents: list[float] = field(default_factory=lambda: [25, 50, 75])
     # false: each example reads one of the layers; true: every example reads all of them at once, one
     # "Layer: L" block of placeholders per layer (the multi-layer oracle format)
@@ -95,19 +116,36 @@ class MixtureConfig:
     @classmethod
     def builtin(cls, model: str = "smollm2-135m", scale: float = 1.0, seed: int = 0) -> "MixtureConfig":
         """The offline mixture from the project's own data (what `ao data build` builds with no CONFIG)."""
-        s = lambda n: max(1, int(round(n * scale)))  # noqa: E731
         return cls(
             model=model, seed=seed, allow_recycle=True,
-            spqa=SpqaConfig(count=s(3000), test_count=s(300), source="builtin", test_fraction=0.15),
-            classification=ClassificationConfig(count=s(1500), test_count=s(150), source="builtin",
+            spqa=SpqaConfig(count=3000, test_count=300, source="builtin", test_fraction=0.15),
+            classification=ClassificationConfig(count=1500, test_count=150, source="builtin",
                                                 train_tasks=list(BUILTIN_TRAIN_TASKS),
                                                 eval_tasks=list(BUILTIN_EVAL_TASKS)),
-            context_prediction=ContextPredictionConfig(count=s(6000), test_count=s(300), j=[1, 20]),
-        )
+            context_prediction=ContextPredictionConfig(count=6000, test_count=300, j=[1, 20]),
+        ).scaled(scale)
 
     @classmethod
-    def paper(cls, root: str | Path, model: str = "smollm2-135m", seed: int = 0) -> "MixtureConfig":
-        """Paper-size counts (1M examples) from local files in the layout of shared/data."""
+    def paper(cls, reference_data: str | Path | None = None, *, hub_mirror: str | Path | None = None,
+              model: str | None = None, seed: int | None = None, scale: float = 1.0,
+              text_source: str | None = None, chat_source: str | None = None) -> "MixtureConfig":
+        """The paper's mixture from the paper's sources (the packaged data_paper.yaml): the reference
+        repository's datasets/ folder (`reference_data`) and the hub (or `hub_mirror`)."""
+        cfg = cls.from_yaml(packaged_config("paper"))
+        cfg.reference_data = None if reference_data is None else str(reference_data)
+        cfg.hub_mirror = None if hub_mirror is None else str(hub_mirror)
+        cfg.model = model or cfg.model
+        cfg.seed = cfg.seed if seed is None else seed
+        if text_source:
+            cfg = cfg.with_cp_source("text", text_source)
+        if chat_source:
+            cfg = cfg.with_cp_source("chat", chat_source)
+        return cfg.scaled(scale)
+
+    @classmethod
+    def standins(cls, root: str | Path, model: str = "smollm2-135m", seed: int = 0) -> "MixtureConfig":
+        """Paper-size counts (1M examples) from the local stand-ins in the layout of shared/data (the
+        development machines' copy; not the paper's sources, see shared/data/PROVENANCE.md)."""
         root = Path(root)
         return cls(
             model=model, seed=seed,
@@ -141,6 +179,40 @@ class MixtureConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def scaled(self, scale: float) -> "MixtureConfig":
+        """A copy with every train and test count multiplied by `scale` (a non-zero count stays >= 1)."""
+        if not isinstance(scale, (int, float)) or scale <= 0:
+            raise DataError(f"scale={scale!r}: give a positive number (e.g. 0.001 for 1/1000 of the counts)")
+        d = self.to_dict()
+        s = lambda n: max(1, int(round(n * scale))) if n else 0  # noqa: E731
+        for fam in ("spqa", "classification", "context_prediction"):
+            d[fam]["count"], d[fam]["test_count"] = s(d[fam]["count"]), s(d[fam]["test_count"])
+        d["classification"]["counts"] = {k: s(v) for k, v in d["classification"]["counts"].items()}
+        return MixtureConfig.from_dict(d)
+
+    def with_cp_source(self, kind: str, spec: str) -> "MixtureConfig":
+        """A copy whose context-prediction source of this `kind` (text or chat) reads `spec` instead: a local
+        file or directory, or a hub dataset ID[@CONFIG][:SPLIT]; its weight stays."""
+        d, option = self.to_dict(), f"--{kind}-source"
+        found = [s for s in d["context_prediction"]["sources"] if s.get("kind") == kind]
+        if len(found) != 1:
+            raise DataError(f"{option}: the config has {len(found)} context_prediction sources with kind: {kind}; "
+                            "edit context_prediction.sources in the mixture YAML instead")
+        src = found[0]
+        for k in ("name", "split", "subset", "limit"):
+            src.pop(k, None)
+        local = Path(os.path.expandvars(spec)).expanduser()
+        hid, _, split = spec.partition(":")
+        hid, _, subset = hid.partition("@")
+        if local.exists():
+            src["path"] = str(local)
+        elif _looks_like_hub(hid):
+            src["path"] = f"hf:{hid}"
+            src.update({k: v for k, v in (("subset", subset), ("split", split)) if v})
+        else:
+            raise DataError(f"{option} {spec!r}: neither a local file/directory nor a hub id ORG/NAME[@CONFIG][:SPLIT]")
+        return MixtureConfig.from_dict(d)
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
@@ -172,6 +244,8 @@ class MixtureConfig:
         for t, cl in c.ask_classes.items():
             if not isinstance(cl, list) or not cl or not all(isinstance(x, str) for x in cl):
                 raise DataError(f"classification.ask_classes.{t}={cl!r}: give a non-empty list of class names")
+        if not self.spqa.files or set(self.spqa.files) - set(SPQA_FILES):
+            raise DataError(f"spqa.files={self.spqa.files!r}: give some of {list(SPQA_FILES)}")
         if len(c.single_multi_ratio) != 2 or sum(c.single_multi_ratio) <= 0:
             raise DataError(f"classification.single_multi_ratio={c.single_multi_ratio}: give [single, multi]")
         if not isinstance(c.yes_no_prefix, (int, float)) or not 0 <= c.yes_no_prefix <= 1:
@@ -191,20 +265,38 @@ class MixtureConfig:
         return {v: w[v] / total for v in CLS_VARIANTS if v in w}
 
     def resolved(self) -> "MixtureConfig":
-        """Paths expanded ($VARS, ~) and made absolute, so hashes do not depend on the working directory."""
+        """Paths expanded ($VARS, ~, "ref:" against reference_data) and made absolute, so hashes do not depend
+        on the working directory; the result no longer needs reference_data."""
         d = self.to_dict()
+        ref = d["reference_data"]
 
-        def fix(p):
-            if p in ("builtin", "hub") or (isinstance(p, str) and (p.startswith("hf:") or _looks_like_hub(p))):
+        def fix(p, where):
+            if isinstance(p, str) and p.startswith(REF_PREFIX):
+                if not ref:
+                    raise DataError(f"{where}={p!r} is read from the reference repository's datasets/ folder, and no "
+                                    f"reference data was given: {REFERENCE_FIX}")
+                p = str(Path(os.path.expandvars(ref)).expanduser() / p[len(REF_PREFIX):])
+            if not p or p in ("builtin", "hub") or (isinstance(p, str) and (p.startswith("hf:") or _looks_like_hub(p))):
                 return p
             return str(Path(os.path.expandvars(str(p))).expanduser().resolve())
 
-        d["spqa"]["source"] = fix(d["spqa"]["source"])
-        d["classification"]["source"] = fix(d["classification"]["source"])
-        d["classification"]["sources"] = {k: fix(v) for k, v in d["classification"]["sources"].items()}
-        for s in d["context_prediction"]["sources"]:
+        if ref:
+            d["reference_data"] = fix(ref, "reference_data")
+            if not Path(d["reference_data"]).is_dir():
+                raise DataError(f"reference_data {d['reference_data']}: not a directory; {REFERENCE_FIX}")
+        if d["hub_mirror"]:
+            d["hub_mirror"] = fix(d["hub_mirror"], "hub_mirror")
+            if not Path(d["hub_mirror"]).is_dir():
+                raise DataError(f"hub_mirror {d['hub_mirror']}: not a directory (give a folder holding hub "
+                                "datasets as DIR/<org>/<name>/, see docs/data.md)")
+        d["spqa"]["source"] = fix(d["spqa"]["source"], "spqa.source")
+        c = d["classification"]
+        c["source"] = fix(c["source"], "classification.source")
+        c["sources"] = {k: fix(v, f"classification.sources.{k}") for k, v in c["sources"].items()}
+        c["questions"] = fix(c["questions"], "classification.questions")
+        for i, s in enumerate(d["context_prediction"]["sources"]):
             if "path" in s:
-                s["path"] = fix(s["path"])
+                s["path"] = fix(s["path"], f"context_prediction.sources[{i}].path")
         return MixtureConfig.from_dict(d)
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -22,10 +23,12 @@ from ..fsutil import atomic_directory
 from ..models import layer_from_percent
 from . import builtin
 from . import classification as cls_mod
-from .config import MixtureConfig
-from .context_prediction import cp_rows, plan_cp
+from . import hub
+from .config import REFERENCE_FIX, MixtureConfig
+from .context_prediction import HUB_PREFIX, SOURCE_HINTS, StreamSource, cp_rows, plan_cp
+from .context_prediction import hub_read as cp_hub_read
 from .schema import LAYERS_COLUMN, DataError, Row, columns, features
-from .spqa import plan_spqa, spqa_rows
+from .spqa import SOURCE_FILES as SPQA_FILES, plan_spqa, spqa_rows
 from .tokenize import ContextRenderer, OracleFormatter
 
 BUILDER_VERSION = "4"  # 4: answers the tokenizer merged into the prompt's last token are split off (prompt.join_answer)
@@ -46,8 +49,12 @@ def load_tokenizer(spec: str):
 
     where, gguf = resolve_spec(spec)
     kw = {"gguf_file": gguf} if gguf else {}
-    tok = AutoTokenizer.from_pretrained(where, **kw)
-    cfg = AutoConfig.from_pretrained(where, **kw)
+    try:
+        tok = AutoTokenizer.from_pretrained(where, **kw)
+        cfg = AutoConfig.from_pretrained(where, **kw)
+    except OSError as err:  # not on the hub, not reachable (offline) and not cached, or gated
+        raise DataError(f"model {spec!r}: cannot load its tokenizer and config ({err}). Check the name, go online "
+                        "(or download the model once with `hf download`), or pass a local model directory") from None
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     n = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
     if not n:
@@ -92,9 +99,61 @@ def check_tokenizer(path: str | Path, tokenizer, model: str, *, meta: dict | Non
     )
 
 
+def _hub_reads(cfg: MixtureConfig) -> list[tuple[str, "hub.HubRead", str]]:
+    """(what, read, alternative) of every hub dataset the config reads."""
+    c, out = cfg.classification, []
+    for name in _tasks_built(cfg):
+        if c.sources.get(name, c.source) == "hub" and name in cls_mod.HUB_READS:
+            out.append((f"classification task {name!r}", cls_mod.HUB_READS[name], ""))
+    s = cfg.spqa.source
+    if (cfg.spqa.count or cfg.spqa.test_count) and "/" in s and not os.path.isabs(s) and not os.path.exists(s):
+        out.append(("spqa", hub.HubRead(s), ""))
+    cp = cfg.context_prediction
+    for src in cp.sources if (cp.count or cp.test_count) else []:
+        if (spec := cp_hub_read(src)) is not None:
+            out.append((f"context_prediction source {src['path']}", spec, SOURCE_HINTS.get(src.get("kind"), "")))
+    return out
+
+
+def _tasks_built(cfg: MixtureConfig) -> list[str]:
+    c = cfg.classification
+    return [t for t in list(c.train_tasks) + list(c.eval_tasks)
+            if c.test_count or (t in c.train_tasks and c.counts.get(t, c.count))]
+
+
+def check_sources(cfg: MixtureConfig) -> None:
+    """Stop before reading anything when a source is missing: every local path the resolved config names,
+    and with a hub mirror every hub dataset, each reported with its name and the fix."""
+    c, problems = cfg.classification, []
+    ref = f" (in the reference's datasets/ folder {cfg.reference_data}: {REFERENCE_FIX})" if cfg.reference_data else ""
+    local = []
+    if cfg.spqa.count or cfg.spqa.test_count:
+        local.append(("spqa.source", cfg.spqa.source))
+    local += [(f"classification task {t!r}", c.sources.get(t, c.source)) for t in _tasks_built(cfg)]
+    if c.questions:
+        local.append(("classification.questions", c.questions))
+    cp = cfg.context_prediction
+    if cp.count or cp.test_count:
+        local += [(f"context_prediction source {s.get('name') or s.get('path')}", s.get("path", "")) for s in cp.sources]
+    for what, path in local:
+        if path and path not in ("builtin", "hub") and not path.startswith(HUB_PREFIX) and os.path.isabs(path) \
+                and not os.path.exists(path):
+            under = cfg.reference_data and path.startswith(cfg.reference_data)
+            problems.append(f"{what}: {path} not found{ref if under else ''}")
+    if cfg.hub_mirror:
+        for what, spec, alt in _hub_reads(cfg):
+            if not hub.mirror_dir(spec.id, cfg.hub_mirror).is_dir():
+                problems.append(f"{what}: {hub.missing_from_mirror(spec, cfg.hub_mirror, alt)}")
+    if problems:
+        raise DataError("missing source(s):\n  - " + "\n  - ".join(problems))
+
+
 def _source_paths(cfg: MixtureConfig) -> list[str]:
     c = cfg.classification
-    paths = [cfg.spqa.source, c.source, *c.sources.values(), *[s.get("path", "") for s in cfg.context_prediction.sources]]
+    paths = [cfg.spqa.source, c.source, c.questions, *c.sources.values(),
+             *[s.get("path", "") for s in cfg.context_prediction.sources]]
+    if cfg.hub_mirror:  # the mirrored copies of the hub datasets read
+        paths += [str(hub.mirror_dir(spec.id, cfg.hub_mirror)) for _, spec, _ in _hub_reads(cfg)]
     return sorted({p for p in paths if p and os.path.exists(p)})
 
 
@@ -110,8 +169,16 @@ def _files_fingerprint(paths: list[str]) -> list:
 def mixture_key(cfg: MixtureConfig, tokenizer, n_layers: int) -> str:
     """Content hash of the resolved config, the tokenizer (with its chat template), the sources and the builder."""
     config = cfg.to_dict()
+    # Options at their defaults leave the key as it was before they existed (cached builds stay valid).
     if not config.get("multi_layer"):
-        config.pop("multi_layer", None)  # single-layer mixtures keep the keys they had before the option existed
+        config.pop("multi_layer", None)
+    for k in ("reference_data", "hub_mirror"):
+        if config.get(k) is None:
+            config.pop(k, None)
+    if config["spqa"].get("files") == list(SPQA_FILES):
+        config["spqa"].pop("files")
+    if not config["classification"].get("questions"):
+        config["classification"].pop("questions", None)
     payload = {
         "builder": BUILDER_VERSION,
         "builtin": builtin.BUILTIN_VERSION,
@@ -138,10 +205,14 @@ class Plan:
         fam_layers = self.layers[:1] if cfg.multi_layer else self.layers
         self.renderer = ContextRenderer(tokenizer)
         s, c, cp = cfg.spqa, cfg.classification, cfg.context_prediction
+        mirror = cfg.hub_mirror
+        check_sources(cfg)
         self.spqa = None
         if s.count or s.test_count:
-            self.spqa = plan_spqa(s.source, layers=fam_layers, train_count=s.count, test_count=s.test_count,
-                                  test_fraction=s.test_fraction, allow_recycle=cfg.allow_recycle, seed=cfg.seed)
+            with _naming("spqa", s.source, cfg):
+                self.spqa = plan_spqa(s.source, layers=fam_layers, train_count=s.count, test_count=s.test_count,
+                                      test_fraction=s.test_fraction, allow_recycle=cfg.allow_recycle, seed=cfg.seed,
+                                      files=s.files, mirror=mirror)
             self.spqa.all_fraction, self.spqa.window, self.spqa.offset = s.all_fraction, tuple(s.window), tuple(s.offset)
         variants = {"single": cls_mod.VariantSpec(**vars(c.single)), "multi": cls_mod.VariantSpec(**vars(c.multi)),
                     "full": cls_mod.FULL}
@@ -152,7 +223,9 @@ class Plan:
             n = c.counts.get(name, c.count)
             if not (n or c.test_count) or (eval_only and not c.test_count):
                 continue
-            task = cls_mod.load_task(name, c.sources.get(name, c.source), seed=cfg.seed)
+            source = c.sources.get(name, c.source)
+            with _naming(f"classification task {name!r}", source, cfg):
+                task = cls_mod.load_task(name, source, seed=cfg.seed, mirror=mirror, questions=c.questions or None)
             if name in c.ask_classes:
                 task = cls_mod.restrict_classes(task, c.ask_classes[name], seed=cfg.seed)
             self.cls.append(cls_mod.plan_task(task, layers=fam_layers, train_count=n, test_count=c.test_count,
@@ -164,7 +237,30 @@ class Plan:
             self.cp = plan_cp(tokenizer, cp.sources, layers=fam_layers, train_count=cp.count, test_count=cp.test_count,
                               test_fraction=cp.test_fraction, max_tokens=cp.max_tokens, k_multi=cp.k_multi,
                               j_range=cp.j, single_fraction=cp.single_fraction, past_fraction=cp.past_fraction,
-                              allow_recycle=cfg.allow_recycle, seed=cfg.seed)
+                              allow_recycle=cfg.allow_recycle, seed=cfg.seed, mirror=mirror)
+
+    def sources(self) -> dict:
+        """Per family/task: where its rows came from, what the source held and what the build drew (for
+        ao_data.json and `ao data inspect`); call after the rows were written."""
+        out = {}
+        if self.spqa is not None:
+            p = self.spqa
+            out["spqa"] = {"source": p.origin, "available": {k: len(v) for k, v in p.examples.items()},
+                           "used": p.counts}
+        for p in self.cls:
+            need = {sp: p.contexts_needed(sp) for sp in ("train", "test")}
+            have = {"train": p.train_contexts, "test": p.test_contexts}
+            out[f"classification/{p.task.name}"] = {
+                "source": p.task.origin, "available": len(p.task.items), "contexts": have, "contexts_drawn": need,
+                "recycled": any(need[sp] > have[sp] for sp in need)}
+        for src in self.cp.sources if self.cp is not None else []:
+            if isinstance(src, StreamSource):
+                out[f"context_prediction/{src.name}"] = {"source": src.origin, "rows_read": src.rows_read,
+                                                         "documents_drawn": dict(src.drawn)}
+            else:
+                out[f"context_prediction/{src.name}"] = {"source": src.origin,
+                                                         "available": {k: len(v) for k, v in src.split_idx.items()}}
+        return out
 
     def streams(self, split: str) -> list[tuple[str, int, Iterator[Row]]]:
         """(name, exact row count, row iterator) per family/task for one split."""
@@ -178,6 +274,20 @@ class Plan:
         if self.cp is not None and self.cp.counts[split]:
             out.append(("context_prediction", self.cp.counts[split], cp_rows(self.cp, self.tokenizer, split)))
         return out
+
+
+@contextmanager
+def _naming(what: str, source: str, cfg: MixtureConfig):
+    """Errors while a source is read name the family/task and the source, plus the fix for a file of the
+    reference's datasets/ folder."""
+    try:
+        yield
+    except DataError as err:
+        if str(err).startswith(what):
+            raise
+        ref, source = cfg.reference_data, str(source)
+        hint = f" ({REFERENCE_FIX})" if ref and source.startswith(ref) else ""
+        raise DataError(f"{what} (source {source}): {err}{hint}") from None
 
 
 def _exact(name: str, n: int, it: Iterator[Row]) -> Iterator[Row]:
@@ -380,6 +490,7 @@ def build_mixture(config: MixtureConfig | str | Path | None = None, tokenizer=No
             "layers": plan.layers, "multi_layer": cfg.multi_layer, "config": cfg.to_dict(), "counts": counts,
             "skipped_too_short": dict(plan.cp.skipped) if plan.cp else {}, "seconds": round(time.time() - t0, 1),
             "fast_oracle_format": formatter.exact_fast, "tokenizer": vocab_fingerprint(tokenizer),
+            "sources": plan.sources(),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         (tmp / MIXTURE_YAML).write_text(cfg.to_yaml())

@@ -34,6 +34,8 @@ def summarize(ds) -> dict:
     js = [int(m.group(1)) for q, tk in zip(t.column("question").to_pylist(), task)
           if tk == "context_prediction" and (m := _J_RE.search(q))]
     ans = Counter(a for a, tk in zip(t.column("target").to_pylist(), task) if tk == "classification")
+    tokens = {c: int(pc.sum(pc.list_value_length(t.column(c))).as_py() or 0)
+              for c in ("context_input_ids", "input_ids")}
     return {
         "examples": len(task),
         "per_task": dict(Counter(task)),
@@ -43,6 +45,9 @@ def summarize(ds) -> dict:
         "K": _hist(k) if len(k) else {},
         "J": _hist(js) if js else {},
         "classification_answers": dict(ans),
+        # what the target model reads (contexts) and what the oracle reads (prompt + answer)
+        "tokens": {"context": tokens["context_input_ids"], "oracle": tokens["input_ids"],
+                   "total": tokens["context_input_ids"] + tokens["input_ids"]},
     }
 
 

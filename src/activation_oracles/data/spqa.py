@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import builtin, io
+from . import builtin, hub, io
 from .schema import DataError, ReadPrompt, Row
 
 SOURCE_FILES = ("system", "stimulus_completion", "stimulus", "control")  # the reference's order
@@ -42,14 +42,19 @@ def item_to_prompt(item: dict, path: Path, i: int) -> ReadPrompt:
     return ReadPrompt(label, msgs, 2, "stimulus")
 
 
-def load_latentqa(source: str | Path) -> tuple[list[ReadPrompt], dict[str, list[tuple[str, str]]]]:
-    """Read prompts and QA pairs from a LatentQA directory, "builtin", or a hub dataset id."""
+def load_latentqa(source: str | Path, files=SOURCE_FILES, *,
+                  mirror: str | Path | None = None) -> tuple[list[ReadPrompt], dict[str, list[tuple[str, str]]]]:
+    """Read prompts and QA pairs from a LatentQA directory (the behaviour `files` among SOURCE_FILES, those
+    present), "builtin", or a hub dataset id (from `mirror` when given)."""
     if str(source) == "builtin":
         return builtin.spqa_source()
+    unknown = [f for f in files if f not in SOURCE_FILES]
+    if unknown or not files:
+        raise DataError(f"spqa.files={list(files)}: give some of {list(SOURCE_FILES)}")
     root = Path(source)
     if not root.is_dir():
-        if "/" in str(source) and not root.exists():
-            return _load_hub(str(source))
+        if "/" in str(source) and not root.exists() and not root.is_absolute():
+            return _load_hub(str(source), mirror)
         raise DataError(f"LatentQA source {root}: not a directory")
     qa_path = root / "qa.json"
     qa = io.read_json(qa_path)
@@ -61,7 +66,7 @@ def load_latentqa(source: str | Path) -> tuple[list[ReadPrompt], dict[str, list[
             raise DataError(f"{qa_path}: label {label!r} must map to a list of [question, answer] pairs")
         pairs[label] = [(str(q), str(a)) for q, a in lst]
     prompts = []
-    for name in SOURCE_FILES:
+    for name in (f for f in SOURCE_FILES if f in files):
         p = root / f"{name}.json"
         if not p.exists():
             continue
@@ -69,17 +74,15 @@ def load_latentqa(source: str | Path) -> tuple[list[ReadPrompt], dict[str, list[
         io.require_fields(p, items, ("label",))
         prompts += [item_to_prompt(it, p, i) for i, it in enumerate(items)]
     if not prompts:
-        raise DataError(f"{root}: none of {[f + '.json' for f in SOURCE_FILES]} found")
+        raise DataError(f"{root}: none of {[f + '.json' for f in files]} found")
     prompts = [pr for pr in prompts if pr.label in pairs]
     if not prompts:
         raise DataError(f"{root}: no item label appears in {qa_path.name}")
     return prompts, pairs
 
 
-def _load_hub(hid: str):
-    import datasets
-
-    ds = datasets.load_dataset(hid, split="train")
+def _load_hub(hid: str, mirror=None):
+    ds = hub.read(hub.HubRead(hid), "train", mirror=mirror)
     for col in ("label", "question", "answer"):
         if col not in ds.column_names:
             raise DataError(f"hub dataset {hid}: missing column {col!r}")
@@ -126,8 +129,9 @@ class SpqaPlan:
     examples: dict[str, list] = field(default_factory=dict, repr=False)  # split -> [(prompt idx, qa idx)]
 
 
-def plan_spqa(source, *, layers, train_count, test_count, test_fraction, allow_recycle, seed) -> SpqaPlan:
-    prompts, pairs = load_latentqa(source)
+def plan_spqa(source, *, layers, train_count, test_count, test_fraction, allow_recycle, seed,
+              files=SOURCE_FILES, mirror=None) -> SpqaPlan:
+    prompts, pairs = load_latentqa(source, files, mirror=mirror)
     labels = sorted({p.label for p in prompts})
     rng = np.random.default_rng([seed, zlib.crc32(b"spqa")])
     # Test labels (hidden instructions) never appear in train.

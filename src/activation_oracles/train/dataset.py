@@ -125,12 +125,16 @@ def build_configured_mixture(cfg: TrainConfig, *, progress: bool = False) -> Pat
         # The data module's cache, keyed by the content hash: `ao demo` and `ao train` share one build.
         return saved_dir(build_mixture(mcfg, progress=progress, log=lambda *a, **k: None))
     except (DataError, OSError) as err:
+        from ..data.config import paper_build_command
+
         name = cfg.data.mixture
+        how = (f"`{paper_build_command(cfg.model.spec)}` (the paper's sources: the reference repository's "
+               "datasets/ folder and the Hugging Face hub, or --hub-mirror DIR; docs/data.md)" if name == "paper" else
+               f"`ao data build {name} --model {cfg.model.spec} --out DIR` (with the source paths of a copy of its "
+               "YAML pointing at your data)")
         raise ConfigError("data.path", f"no --data given, so the {name!r} mixture (data.mixture) was to be built for "
                                        f"{cfg.model.spec!r} from its configured sources, and that failed: {err}. "
-                                       f"Build it with `ao data build {name} --model {cfg.model.spec} --out DIR` "
-                                       "(with the source paths of a copy of its YAML pointing at your data) and "
-                                       "pass --data DIR") from None
+                                       f"Build it with {how} and pass --data DIR") from None
 
 
 def check_data_tokenizer(cfg: TrainConfig, data_dir: Path, tokenizer=None) -> None:
