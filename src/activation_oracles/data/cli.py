@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from ..cliargs import count_option, positive_option, seed_option
+
 app = typer.Typer(help="Build and inspect oracle training mixtures.", no_args_is_help=True)
 
 
@@ -17,49 +19,45 @@ def build(
     config: Optional[Path] = typer.Argument(None, help="Mixture YAML; omitted: the built-in offline mixture."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (load it with datasets.load_from_disk)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec whose tokenizer/depth to use."),
-    scale: float = typer.Option(1.0, "--scale", help="Multiply the built-in mixture's counts (no CONFIG only)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
+    scale: Optional[float] = positive_option(None, "--scale", help="Multiply the built-in mixture's counts (> 0; "
+                                                                   "without CONFIG only)."),
+    seed: Optional[int] = seed_option(None, "--seed", help="Override the config's seed (an integer >= 0)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when DIR holds this exact mixture."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Build a mixture into DIR (reused when the config, tokenizer and sources are unchanged)."""
+    from ..fsutil import check_writable_dir, remove_stale_temporaries
     from .config import MixtureConfig
     from .mixture import build_mixture
-    from .schema import DataError
 
-    try:
-        cfg = MixtureConfig.from_yaml(config) if config else MixtureConfig.builtin(scale=scale)
-        if model:
-            cfg.model = model
-        if seed is not None:
-            cfg.seed = seed
-        dd = build_mixture(cfg, out_dir=out, progress=not quiet, force=force,
-                           log=lambda m: typer.echo(m, err=True))
-    except (DataError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    check_writable_dir(out, "--out")
+    remove_stale_temporaries(out)  # what a killed build into --out left beside it
+    if config is not None and scale is not None:
+        raise ValueError("--scale multiplies the built-in mixture's counts; with CONFIG set the counts in the "
+                         "YAML instead")
+    cfg = MixtureConfig.from_yaml(config) if config else MixtureConfig.builtin(scale=1.0 if scale is None else scale)
+    if model:
+        cfg.model = model
+    if seed is not None:
+        cfg.seed = seed
+    dd = build_mixture(cfg, out_dir=out, progress=not quiet, force=force, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"{out}: " + ", ".join(f"{s}={len(d):,}" for s, d in dd.items()))
 
 
 @app.command()
 def inspect(
     path: Path = typer.Argument(..., help="A directory written by `ao data build`."),
-    examples: int = typer.Option(3, "--examples", "-n", help="Decoded examples to show."),
+    examples: int = count_option(3, "--examples", "-n", minimum=0, help="Decoded examples to show."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no decoded examples)."),
-    seed: int = typer.Option(0, "--seed", help="Which examples to show."),
+    seed: int = seed_option(0, "--seed", help="Which examples to show."),
 ):
     """Counts per task, variant and layer, K and J histograms, and decoded examples."""
     import numpy as np
 
     from .report import render_example, summarize
     from .mixture import load_mixture, load_tokenizer, mixture_info
-    from .schema import DataError
 
-    try:
-        dd, meta = load_mixture(path), mixture_info(path)
-    except DataError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    dd, meta = load_mixture(path), mixture_info(path)
     summary = {split: summarize(dd[split]) for split in dd}
     if as_json:
         json.dump({"model": meta["model"], "layers": meta["layers"], **summary}, sys.stdout, indent=1, default=str)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from ..fsutil import TextEncodingError, read_text
 from .builtin import BUILTIN_EVAL_TASKS, BUILTIN_TRAIN_TASKS
 from .classification import ALL_TASKS, CLS_VARIANTS, EVAL_TASKS, TRAIN_TASKS
 from .schema import DataError
@@ -95,6 +96,8 @@ class MixtureConfig:
     @classmethod
     def builtin(cls, model: str = "smollm2-135m", scale: float = 1.0, seed: int = 0) -> "MixtureConfig":
         """The offline mixture from the project's own data (what `ao data build` builds with no CONFIG)."""
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise DataError(f"scale={scale!r} must be a number > 0 (the built-in counts are multiplied by it)")
         s = lambda n: max(1, int(round(n * scale)))  # noqa: E731
         return cls(
             model=model, seed=seed, allow_recycle=True,
@@ -131,7 +134,9 @@ class MixtureConfig:
         if not path.is_file():
             raise DataError(f"{path}: mixture config not found")
         try:
-            d = yaml.safe_load(path.read_text())
+            d = yaml.safe_load(read_text(path))
+        except TextEncodingError as e:
+            raise DataError(str(e)) from None
         except yaml.YAMLError as e:
             raise DataError(f"{path}: not valid YAML ({e})") from None
         if d is not None and not isinstance(d, dict):
@@ -153,6 +158,8 @@ class MixtureConfig:
         both = set(c.train_tasks) & set(c.eval_tasks)
         if both:
             raise DataError(f"classification: task(s) {sorted(both)} are in both train_tasks and eval_tasks")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise DataError(f"seed={self.seed!r} must be an integer >= 0")
         if not self.layer_percents or any(not 0 <= p <= 100 for p in self.layer_percents):
             raise DataError(f"layer_percents={self.layer_percents}: give percents between 0 and 100")
         if not isinstance(self.multi_layer, bool):

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ..fsutil import TextEncodingError, read_text
 from ..oracle_config import ADAPTER_WEIGHTS
 from .presets import list_presets, preset_file
 
@@ -379,8 +380,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("train.compile", f"must be true or false, got {t.compile!r}")
     if not isinstance(t.context_packing, bool):
         raise ConfigError("train.context_packing", f"must be true or false, got {t.context_packing!r}")
-    if not _int(t.seed):
-        raise ConfigError("train.seed", f"must be an integer, got {t.seed!r}")
+    if not _int(t.seed) or t.seed < 0:
+        raise ConfigError("train.seed", f"must be an integer >= 0, got {t.seed!r}")
     if not _int(t.hook_layer) or t.hook_layer < 0:
         raise ConfigError("train.hook_layer", f"must be a non-negative integer, got {t.hook_layer!r}")
     if not _num(t.coefficient):
@@ -435,7 +436,9 @@ def load_config(name_or_path: str | Path | dict | TrainConfig | None = None,
                 raise ConfigError("config", f"unknown preset {name_or_path!r} and no such file; "
                                             f"presets: {', '.join(list_presets())}")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(read_text(p)) or {}
+        except TextEncodingError as err:
+            raise ConfigError("config", str(err)) from None
         except yaml.YAMLError as err:
             raise ConfigError("config", f"{p} is not valid YAML: {err}") from None
         if not isinstance(raw, dict):

@@ -133,6 +133,34 @@ def build_configured_mixture(cfg: TrainConfig, *, progress: bool = False) -> Pat
                                        "pass --data DIR") from None
 
 
+def recipe_note(cfg: TrainConfig, data_dir: Path) -> str | None:
+    """What `--data DIR` replaces: the config's data recipe (data.mixture, data.builtin_mixture) when DIR was
+    built from other settings; None when DIR holds the recipe's mixture (as `ao demo` builds it) or was not
+    built by `ao data build`."""
+    from ..data.mixture import DataError, mixture_info
+
+    try:
+        built = dict(mixture_info(data_dir).get("config") or {})
+        recipe = mixture_config(cfg).resolved().to_dict()
+    except (DataError, ConfigError, OSError):
+        return None
+    for key in ("model", "seed"):  # set from the run's config either way
+        built.pop(key, None)
+        recipe.pop(key, None)
+    if not built or built == recipe:
+        return None
+
+    def tasks(d: dict) -> str:
+        c = d.get("classification") or {}
+        return f"train {', '.join(c.get('train_tasks') or []) or '-'}; eval {', '.join(c.get('eval_tasks') or []) or '-'}"
+
+    extra = " and data.builtin_mixture" if cfg.data.mixture == "builtin" and cfg.data.builtin_mixture else ""
+    return (f"--data {data_dir} replaces the config's data recipe (data.mixture {cfg.data.mixture}{extra}): the run "
+            f"trains on that directory's mixture as it was built (classification {tasks(built)}), not on the "
+            f"recipe's (classification {tasks(recipe)}). Leave out --data to train on the recipe (built once and "
+            "cached); data.task_weights and data.curriculum apply either way.")
+
+
 def check_data_tokenizer(cfg: TrainConfig, data_dir: Path, tokenizer=None) -> None:
     """Refuse a mixture `ao data build` made for another tokenizer (loads only the model's tokenizer);
     a dataset saved by other means carries no record to check, which gets a warning."""
