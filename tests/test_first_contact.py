@@ -362,8 +362,10 @@ def tiny_oracle(smol_tokenizer):
     (lambda o: o.ask("hi", "Q?", layer="3"), TypeError, "layer must be an integer"),
     (lambda o: o.ask("hi", "Q?", positions=1.5), TypeError, "positions must be"),
     (lambda o: o.ask("hi", "Q?", max_new_tokens=0), ValueError, "max_new_tokens=0 must be at least 1"),
-    (lambda o: o.ask("hi", "Q?", positions="all", mode="tokens", layers=[1, 2, 3], max_new_tokens=500),
-     ValueError, "positions: .* this model reads at most 512"),
+    (lambda o: o.ask("hi " * 290, "Q?", layers=[1, 2]), ValueError,
+     r"positions: .* positions x 2 layer\(s\) make an oracle prompt of .* this model reads at most 512"),
+    (lambda o: o.ask("hi", "Q?", max_new_tokens=500), ValueError,
+     r"max_new_tokens=500: .* ask for at most \d+ new tokens"),
     (lambda o: o.score("hi", "Q?", choices="Yes"), TypeError, "not the string 'Yes'"),
     (lambda o: o.score("hi", "Q?", choices=["Yes"]), ValueError, "at least two different"),
 ])

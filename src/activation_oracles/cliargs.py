@@ -3,13 +3,14 @@ importing the app:
 
 - the one error boundary every command runs inside (`guard_commands`): what a user can fix is printed as
   `error: ...` and exits 2; anything else is a bug and keeps its traceback;
-- option types whose ranges click checks at parse time (`count_option`, `seed_option`, ...);
+- option types whose values are checked at parse time (`count_option`, `seed_option`, `choice_option`, ...), and
+  the `ao` group that prints usage errors in the same `error: ...` form (`Group`);
 - checks made before the slow part of a command (`check_input_file`, `require_module`; output directories:
   fsutil.check_writable_dir);
 - parsing of compound values (comma-separated integers and choices; positions live with the query API in
   oracle.parse_positions).
 
-Only typer and click are imported here: `ao --help` must not wait for torch.
+Only typer is imported here: `ao --help` must not wait for torch.
 """
 
 from __future__ import annotations
@@ -78,10 +79,9 @@ def user_message(err: BaseException) -> str | None:
         return str(err)
     if isinstance(err, OSError):
         return _os_message(err)
-    if isinstance(err, ImportError):
-        module = (err.name or "").split(".")[0]
-        hint = INSTALL_HINTS.get(module, f"pip install {module}" if module else "")
-        return f"{err} (install it: {hint})" if hint else str(err)
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        module = err.name.split(".")[0]
+        return f"{err} (install it: {INSTALL_HINTS.get(module, f'pip install {module}')})"
     if name == "CheckpointError":  # train.checkpoint: subclass of RuntimeError, message names the directory
         return str(err)
     if name == "SafetensorError":
@@ -188,7 +188,7 @@ def guard_commands(app: typer.Typer) -> typer.Typer:
     return app
 
 
-# ----------------------------------------------------------------------------- option types (checked by click)
+# ----------------------------------------------------------------------------- option types (checked at parse time)
 
 
 class OptionValueError(typer.BadParameter):
@@ -323,9 +323,3 @@ def require_module(module: str, purpose: str) -> None:
     if importlib.util.find_spec(module) is None:
         hint = INSTALL_HINTS.get(module, f"pip install {module}")
         raise ValueError(f"{purpose} needs {module}, which is not installed: {hint}")
-
-
-def echo_err(message: str) -> None:
-    """A note on stderr (warnings the user should see, not errors)."""
-    typer.echo(message, err=True)
-    sys.stderr.flush()

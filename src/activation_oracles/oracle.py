@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from .adapters import load_lora, verify_adapter_files
 from .agreement import agree, normalize_answer
 from .checks import check_int, check_number
 from .hooks import collect_activations
-from .adapters import load_lora, verify_adapter_files
 from .models import (
     DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, max_positions, model_device, num_layers,
     unwrap,
@@ -154,7 +154,8 @@ def resolve_positions(spec, length: int) -> list[int]:
             return [length - 1]
         raise ValueError(f"positions={spec!r}: use 'all', 'last', an int, a slice or a list of ints")
     if isinstance(spec, slice):
-        if not all(x is None or (isinstance(x, int) and not isinstance(x, bool)) for x in (spec.start, spec.stop, spec.step)):
+        bounds = (spec.start, spec.stop, spec.step)
+        if not all(x is None or (isinstance(x, int) and not isinstance(x, bool)) for x in bounds):
             raise TypeError(f"positions={spec}: a slice of integers")
         out = list(range(length))[spec]
         if not out:
@@ -626,12 +627,16 @@ class Oracle:
         prompts = [format_oracle_prompt(self.tokenizer, layers=layers, num_positions=len(q.positions),
                                         question=q.question) for q in queries]
         limit = max_positions(self.model)
-        longest = max(len(p.input_ids) for p in prompts) + new_tokens
-        if limit is not None and longest > limit:
+        longest = max(len(p.input_ids) for p in prompts)
+        if limit is not None and longest + new_tokens > limit:
             k = max(len(q.positions) for q in queries)
-            raise ValueError(f"positions: {k:,} positions x {len(layers)} layer(s) make an oracle prompt of "
-                             f"{longest:,} tokens (answer included) but this model reads at most {limit:,}: read "
-                             "fewer positions (e.g. a slice of the last tokens, or mode='tokens')")
+            if longest + 1 > limit:
+                raise ValueError(f"positions: {k:,} positions x {len(layers)} layer(s) make an oracle prompt of "
+                                 f"{longest:,} tokens but this model reads at most {limit:,}: read fewer positions "
+                                 "(e.g. a slice of the last tokens, or mode='tokens')")
+            raise ValueError(f"max_new_tokens={new_tokens:,}: the oracle prompt ({longest:,} tokens) and the answer "
+                             f"would exceed the {limit:,} positions this model reads; ask for at most "
+                             f"{limit - longest:,} new tokens")
         return prompts
 
     def _generate(self, queries, layers, max_new_tokens, do_sample, temperature, coefficient, return_logprobs):

@@ -99,7 +99,8 @@ def latest_complete(run_dir: str | Path) -> Path:
         return run_dir
     cps = list_checkpoints(run_dir)
     if not cps:
-        raise CheckpointError(f"{run_dir}: no checkpoints under {run_dir / 'checkpoints'}")
+        raise CheckpointError(f"{run_dir}: no checkpoints under {run_dir / 'checkpoints'} (a run stopped before its "
+                              "first one has nothing to resume: start it again with the same command)")
     problems = []
     for _, p in reversed(cps):
         try:

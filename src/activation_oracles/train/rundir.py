@@ -67,7 +67,8 @@ def _previous_run(run_dir: Path, cfg) -> list[str]:
     """What of another run `run_dir` holds (empty: nothing, or the same config restarted before its first
     checkpoint, with nothing to lose)."""
     ckpts = run_dir / "checkpoints"
-    held = [n for n in ("checkpoints", "adapter") if (run_dir / n).is_dir() and any((run_dir / n).iterdir())]
+    held = [n for n in ("checkpoints", "adapter")
+            if (run_dir / n).is_dir() and any(not p.name.startswith(".") for p in (run_dir / n).iterdir())]
     saved = run_dir / CONFIG_FILE
     if saved.is_file() and (held or saved.read_text() != cfg.to_yaml()):
         held.insert(0, CONFIG_FILE)
@@ -80,7 +81,9 @@ def _previous_run(run_dir: Path, cfg) -> list[str]:
 
 def claim(run_dir: Path, cfg, *, resumed: bool, overwrite: bool) -> None:
     """Check (or with `overwrite` clear) what the directory holds before a new run writes it; called with
-    the lock held. Removes temporaries of killed writes."""
+    the lock held. Removes temporaries of killed writes first (they are no run)."""
+    for d in (run_dir, run_dir / "checkpoints"):
+        remove_stale_temporaries_in(d)
     if not resumed:
         held = _previous_run(run_dir, cfg)
         if held and not overwrite:
@@ -94,8 +97,6 @@ def claim(run_dir: Path, cfg, *, resumed: bool, overwrite: bool) -> None:
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
-    for d in (run_dir, run_dir / "checkpoints"):
-        remove_stale_temporaries_in(d)
 
 
 @contextlib.contextmanager
