@@ -195,37 +195,42 @@ class OptionValueError(typer.BadParameter):
     """An option's value out of range; the message starts with the value."""
 
 
-def _range_check(minimum=None, maximum=None, above=None):
+def _range_check(minimum=None, maximum=None, above=None, field: str | None = None):
     """A typer callback refusing values outside [minimum, maximum] (or not above `above`, or not finite);
-    its message starts with the value, the error line with the option (see Group)."""
+    its message starts with the value, the error line with the option (see Group), and names the config
+    `field` the option sets, if any."""
+    where = f" ({field})" if field else ""
+
     def check(value):
         if value is None:
             return value
         if isinstance(value, float) and not math.isfinite(value):
-            raise OptionValueError(f"{value}: must be a finite number")
+            raise OptionValueError(f"{value}: must be a finite number{where}")
         if minimum is not None and value < minimum:
-            raise OptionValueError(f"{value}: must be at least {minimum}")
+            raise OptionValueError(f"{value}: must be at least {minimum}{where}")
         if above is not None and value <= above:
-            raise OptionValueError(f"{value}: must be greater than {above}")
+            raise OptionValueError(f"{value}: must be greater than {above}{where}")
         if maximum is not None and value > maximum:
-            raise OptionValueError(f"{value}: must be at most {maximum}")
+            raise OptionValueError(f"{value}: must be at most {maximum}{where}")
         return value
 
     return check
 
 
-def count_option(default, *flags: str, help: str = "", minimum: int = 1):  # noqa: A002 - typer's name
-    """An integer option of at least `minimum` (1: a count; 0 is never read as "unset")."""
-    return typer.Option(default, *flags, callback=_range_check(minimum), help=_with(help, f">= {minimum}"))
+def count_option(default, *flags: str, help: str = "", minimum: int = 1, field: str | None = None):  # noqa: A002
+    """An integer option of at least `minimum` (1: a count; 0 is never read as "unset"); `field`: the config
+    field it sets, named in the error."""
+    return typer.Option(default, *flags, callback=_range_check(minimum, field=field),
+                        help=_with(help, f">= {minimum}"))
 
 
 def seed_option(default: int | None = 0, *flags: str, help: str = "Random seed."):  # noqa: A002
     return typer.Option(default, *(flags or ("--seed",)), callback=_range_check(0), help=_with(help, "an integer >= 0"))
 
 
-def positive_option(default, *flags: str, help: str = ""):  # noqa: A002
+def positive_option(default, *flags: str, help: str = "", field: str | None = None):  # noqa: A002
     """A finite number > 0 (scales, memory, rates)."""
-    return typer.Option(default, *flags, callback=_range_check(above=0), help=_with(help, "> 0"))
+    return typer.Option(default, *flags, callback=_range_check(above=0, field=field), help=_with(help, "> 0"))
 
 
 def percent_option(default, *flags: str, help: str = ""):  # noqa: A002

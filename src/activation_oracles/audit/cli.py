@@ -7,8 +7,8 @@ import json
 import typer
 
 from ..cliargs import (
-    check_input_file, choice_option, count_option, device_option, dtype_option, parse_names, percent_option,
-    positive_option, require_module, seed_option,
+    check_input_file, choice_option, command_boundary, count_option, device_option, dtype_option, guard_commands,
+    parse_names, percent_option, positive_option, require_module, seed_option,
 )
 
 organism_app = typer.Typer(help="Build model organisms (target LoRAs that hide a secret) offline.",
@@ -164,5 +164,6 @@ def audit_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(organism_app, name="organism")
-    app.command("audit")(audit_command)
+    """Add `ao organism` and `ao audit` to `app`, inside the error boundary (whichever app registers them)."""
+    app.add_typer(guard_commands(organism_app), name="organism")
+    app.command("audit")(command_boundary(audit_command))

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from ..cliargs import count_option, positive_option, seed_option
+from ..cliargs import count_option, guard_commands, positive_option, seed_option
 
 app = typer.Typer(help="Build and inspect oracle training mixtures.", no_args_is_help=True)
 
@@ -87,3 +87,6 @@ def inspect(
         typer.echo("")
         for i in picks[:examples]:
             typer.echo(render_example(train[i], tok) + "\n")
+
+
+guard_commands(app)  # every `ao data` command inside the error boundary, whichever app mounts this one

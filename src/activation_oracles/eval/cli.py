@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from ..cliargs import check_input_file, choice_option, count_option, device_option, parse_names, require_module
+from ..cliargs import (
+    check_input_file, choice_option, command_boundary, count_option, device_option, parse_names, require_module,
+)
 
 
 def eval_command(
@@ -73,4 +75,4 @@ def eval_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
+    app.command("eval")(command_boundary(eval_command))

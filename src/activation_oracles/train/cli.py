@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ..cliargs import count_option, positive_option
+from ..cliargs import command_boundary, count_option, positive_option
 
 
 def train_command(
@@ -13,18 +13,20 @@ def train_command(
     data: str = typer.Option(None, "--data", help="Mixture directory (save_to_disk) to train on instead of the "
                                                   "config's data recipe (data.mixture / data.builtin_mixture)."),
     out: str = typer.Option(None, "--out", help="Run directory (output.dir)."),
-    max_steps: int = count_option(None, "--max-steps", help="Optimiser steps (train.max_steps)."),
-    save_every: int = count_option(None, "--save-every", minimum=0,
+    max_steps: int = count_option(None, "--max-steps", field="train.max_steps",
+                                  help="Optimiser steps (train.max_steps)."),
+    save_every: int = count_option(None, "--save-every", minimum=0, field="output.save_every",
                                    help="Checkpoint every N steps (output.save_every; 0: only at the end)."),
-    eval_every: int = count_option(None, "--eval-every", minimum=0,
+    eval_every: int = count_option(None, "--eval-every", minimum=0, field="eval.every",
                                    help="Evaluate every N steps (eval.every; 0: only at the end)."),
     resume: str = typer.Option(None, "--resume", help="Continue the run in this directory from its latest "
                                                       "complete checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds another run: "
                                                               "its config, checkpoints, adapter and metrics are "
                                                               "deleted first."),
-    lr: float = positive_option(None, "--lr", help="Peak learning rate (optim.lr)."),
-    batch_size: int = count_option(None, "--batch-size", help="Global batch size (train.batch_size)."),
+    lr: float = positive_option(None, "--lr", field="optim.lr", help="Peak learning rate (optim.lr)."),
+    batch_size: int = count_option(None, "--batch-size", field="train.batch_size",
+                                   help="Global batch size (train.batch_size)."),
     set_: list[str] = typer.Option(None, "--set", "-s", help="Any config field: section.key=value (repeatable)."),
     list_presets: bool = typer.Option(False, "--list-presets", help="Print the packaged presets and exit."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
@@ -60,4 +62,4 @@ def train_command(
 
 def register(app: typer.Typer) -> None:
     """Add the training command(s) to the top-level `ao` app."""
-    app.command("train")(train_command)
+    app.command("train")(command_boundary(train_command))

@@ -133,10 +133,21 @@ def build_configured_mixture(cfg: TrainConfig, *, progress: bool = False) -> Pat
                                        "pass --data DIR") from None
 
 
+_SIZES = ("count", "test_count", "counts")  # how much of each task: a scale, not another recipe
+
+
+def _settings(mixture: dict) -> dict:
+    """A mixture config without what the run sets anyway (model, seed) and without its sizes."""
+    def strip(d):
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in _SIZES}
+
+    return {k: v for k, v in strip(mixture).items() if k not in ("model", "seed")}
+
+
 def recipe_note(cfg: TrainConfig, data_dir: Path) -> str | None:
     """What `--data DIR` replaces: the config's data recipe (data.mixture, data.builtin_mixture) when DIR was
-    built from other settings; None when DIR holds the recipe's mixture (as `ao demo` builds it) or was not
-    built by `ao data build`."""
+    built from other settings (sizes aside); None when DIR holds the recipe's mixture (as `ao demo` builds it,
+    at any --data-scale) or was not built by `ao data build`."""
     from ..data.mixture import DataError, mixture_info
 
     try:
@@ -144,10 +155,7 @@ def recipe_note(cfg: TrainConfig, data_dir: Path) -> str | None:
         recipe = mixture_config(cfg).resolved().to_dict()
     except (DataError, ConfigError, OSError):
         return None
-    for key in ("model", "seed"):  # set from the run's config either way
-        built.pop(key, None)
-        recipe.pop(key, None)
-    if not built or built == recipe:
+    if not built or _settings(built) == _settings(recipe):
         return None
 
     def tasks(d: dict) -> str:

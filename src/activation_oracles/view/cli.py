@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from ..cliargs import (
-    check_input_file, choice_option, count_option, device_option, dtype_option, parse_choices, percent_option,
-    port_option, positive_option, require_module,
+    check_input_file, choice_option, command_boundary, count_option, device_option, dtype_option, parse_choices,
+    percent_option, port_option, positive_option, require_module,
 )
 
 
@@ -102,4 +102,4 @@ def view_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("view")(view_command)
+    app.command("view")(command_boundary(view_command))
