@@ -88,7 +88,7 @@ def test_push_dry_run_writes_the_card_and_lists_files(trained_dir, monkeypatch):
     assert listed[:4] == ["adapter_config.json", "adapter_model.safetensors", "ao_config.json", "README.md"]
     assert listed[4].startswith("results.json (from ") and not (trained_dir / "optimizer.pt").exists()
     card = (trained_dir / "README.md").read_text()
-    assert card.startswith("---\nbase_model: smollm2-135m\nlibrary_name: peft\n")
+    assert card.startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\nlibrary_name: peft\n")  # hub id
     assert "- train: 1,500 examples (classification/sst2 1,200, spqa 300)" in card
     assert "LoRA r=16" in card and "batch 8, 40 (saved at step 40)" in card
     assert "| sst2 | single | 100 | 0.810 | 0.520 | 0.900 |" in card

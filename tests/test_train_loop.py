@@ -139,8 +139,16 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_dir, mix, tmp_path):
     bad = killed / "checkpoints" / "step_5"
     bad.mkdir()
     (bad / "adapter_model.safetensors").write_bytes(b"garbage")
+    # what a checkpoint write killed mid-way leaves (its writer's pid is gone): removed when the run resumes
+    from activation_oracles.fsutil import _host_tag
+
+    leftover = killed / "checkpoints" / f".step_6-ao999999999@{_host_tag()}-abc"
+    leftover.mkdir()
+    (leftover / "optimizer.pt").write_bytes(b"half written")
     with pytest.warns(UserWarning, match="step_5: incomplete checkpoint"):
         run = train(resume=str(killed))
+    assert not leftover.exists()
+    assert [p.name for p in run.rglob(".*") if p.name != ".ao-train.lock"] == []  # no temporary left
     got = losses(run)
     assert len(got) == 6
     assert max(abs(a - b) for a, b in zip(got, ref)) < 1e-5, (got, ref)

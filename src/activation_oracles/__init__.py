@@ -1,15 +1,18 @@
 """Activation Oracles: train, evaluate and query LLMs that read activations."""
 
-from .attention import guard_padded_attention
-from .hooks import collect_activations, inject
-from .models import decoder_layers, layer_from_percent, load_model
-from .oracle import Oracle, OracleAnswer
-from .prompt import OraclePrompt, format_oracle_prompt
-from .serve import Client
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-guard_padded_attention()  # left-padded batches must not turn NaN on GPUs (see attention.py)
+# Imported on first use (torch and transformers take seconds): `import activation_oracles as ao` stays
+# cheap, and `ao.Oracle` imports what it needs. Loading a model installs the padded-attention guard
+# (models.py, see attention.py).
+_EXPORTS = {
+    "Oracle": ".oracle", "OracleAnswer": ".oracle", "OraclePrompt": ".prompt", "format_oracle_prompt": ".prompt",
+    "collect_activations": ".hooks", "inject": ".hooks", "decoder_layers": ".models",
+    "layer_from_percent": ".models", "load_model": ".models", "Client": ".serve",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "Client",

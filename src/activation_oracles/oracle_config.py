@@ -30,7 +30,14 @@ class AdapterConfigError(ValueError):
 def _read_json(adapter: str, name: str) -> dict | None:
     path = Path(adapter).expanduser() / name
     if path.is_file():
-        return json.loads(path.read_text())
+        from .fsutil import TextEncodingError, read_text
+
+        try:
+            return json.loads(read_text(path))
+        except TextEncodingError as err:
+            raise AdapterConfigError(str(err)) from None
+        except ValueError as err:
+            raise AdapterConfigError(f"{path}: not valid JSON ({err}); the adapter's config is damaged") from None
     if Path(adapter).expanduser().exists():
         return None
     with contextlib.suppress(Exception):  # a hub id: only when the hub is reachable

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import typer
 
+from .checks import check_int, check_number
 from .train.config import TrainConfig, apply_overrides
 
 GB = 1e9
@@ -208,8 +208,9 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
     from .models import layer_from_percent, model_config
     from .train.objective import OracleObjective
 
-    if gpus < 1:
-        raise ValueError(f"gpus={gpus} must be at least 1")
+    check_int(gpus, "gpus", 1)
+    if gpu_memory_gb is not None:
+        check_number(gpu_memory_gb, "gpu_memory_gb", above=0)
     t = cfg.train
     if t.batch_size % (gpus * t.grad_accum):
         raise ValueError(f"train.batch_size={t.batch_size} is not divisible by gpus x grad_accum = {gpus} x {t.grad_accum}")
@@ -329,32 +330,3 @@ def _advice(plan: MemoryPlan, cfg: TrainConfig, saved, ckpt, loss, context, weig
 
 
 # ----------------------------------------------------------------------------- ao plan
-
-
-def plan_command(
-    config: str = typer.Argument(..., help="Preset name (paper-qwen3-8b, ...) or training YAML."),
-    gpus: int = typer.Option(1, "--gpus", help="GPUs the run uses (DDP, or FSDP per train.distributed)."),
-    gpu_memory: float = typer.Option(80.0, "--gpu-memory", help="Memory per GPU in GB (H100: 80, H200: 141)."),
-    data: str = typer.Option(None, "--data", help="Mixture dir whose length percentile to plan for "
-                                                  "(default: data.path, else the paper mixture sample)."),
-    set_: list[str] = typer.Option(None, "--set", "-s", help="Any config field: section.key=value (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
-):
-    """Peak memory per GPU of a training config, from the model config alone (meta device: no weights, no
-    download): one line per component, whether it fits, and which setting to change if not."""
-    import json
-
-    from .train.config import ConfigError, load_config, parse_set
-
-    try:
-        plan = plan_memory(load_config(config, parse_set(set_)), gpus=gpus, gpu_memory_gb=gpu_memory, data=data)
-    except (ConfigError, ValueError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(json.dumps(plan.to_dict(), indent=1) if as_json else plan.report())
-    if plan.fits is False:
-        raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("plan")(plan_command)

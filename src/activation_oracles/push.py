@@ -83,12 +83,24 @@ def _results_lines(results: dict) -> list[str]:
     return lines + [""]
 
 
+def base_model(adapter_dir: Path) -> tuple[str, str | None]:
+    """(the base model as the adapter names it, its hub id or None)."""
+    from .models import hub_id
+
+    spec = (_read(adapter_dir / AO_CONFIG).get("base_model")
+            or _read(adapter_dir / "adapter_config.json").get("base_model_name_or_path") or "unknown")
+    return spec, hub_id(spec)
+
+
 def model_card(adapter_dir: str | Path, repo_id: str) -> str:
     """The README.md of an oracle adapter repo: metadata, training data and recipe, evaluation, usage."""
+    from .models import EMBEDDED_MODELS
+
     d = Path(adapter_dir)
     ao_cfg = _read(d / AO_CONFIG)
     train_cfg = ao_cfg.get("training_config") or {}
-    base = ao_cfg.get("base_model") or _read(d / "adapter_config.json").get("base_model_name_or_path") or "unknown"
+    spec, hub = base_model(d)
+    base = hub or spec
     results_path = _results_path(d)
     results = _read(results_path) if results_path else {}
     layers = ao_cfg.get("layers")
@@ -101,12 +113,14 @@ def model_card(adapter_dir: str | Path, repo_id: str) -> str:
         + (f" {ao_cfg['package_version']}." if ao_cfg.get("package_version") else "."), "",
         "## Base model and format", "",
         f"- base model: `{base}`" + (f" (revision {ao_cfg['base_model_revision']})"
-                                     if ao_cfg.get("base_model_revision") else ""),
+                                     if ao_cfg.get("base_model_revision") else "")
+        + (f"; trained on `{spec}` (the package's embedded copy of it)" if hub and spec != hub else ""),
         f"- source layers: {layers}" + (" (all at once: multi-layer)" if ao_cfg.get("multi_layer") else ""),
         "", "## Training data", "", *_mixture_lines(train_cfg), "", "## Recipe", "",
         *_recipe_lines(ao_cfg, train_cfg), "", *_results_lines(results),
         "## Usage", "", "```python", "import activation_oracles as ao", "",
-        f'oracle = ao.Oracle.from_pretrained("{base}", adapter="{repo_id}")',
+        f'oracle = ao.Oracle.from_pretrained("{spec if spec in EMBEDDED_MODELS or hub is None else hub}", '
+        f'adapter="{repo_id}")',
         'answers = oracle.ask("I absolutely loved this movie.", "Is the sentiment positive?")',
         "print(answers[0].text)",
         'print(oracle.score("I absolutely loved this movie.", "Is the sentiment positive?")[0].probs)',
@@ -117,29 +131,50 @@ def model_card(adapter_dir: str | Path, repo_id: str) -> str:
     return "\n".join(lines)
 
 
+def _hub_adapter_config(d: Path, hub: str | None) -> bytes | None:
+    """adapter_config.json as uploaded, naming the base model by its hub id; None when it already does."""
+    cfg = _read(d / "adapter_config.json")
+    if hub is None or cfg.get("base_model_name_or_path") == hub:
+        return None
+    return json.dumps({**cfg, "base_model_name_or_path": hub}, indent=2, sort_keys=True).encode()
+
+
 def push(adapter_dir: str | Path, repo_id: str, *, private: bool = False, dry_run: bool = False,
-         token: str | None = None) -> list[str]:
+         token: str | None = None, log=print) -> list[str]:
     """Write the model card into `adapter_dir` and upload the adapter, ao_config.json, the card and
-    results.json to `repo_id`; `dry_run` stops after writing the card. Returns the files pushed."""
+    results.json to `repo_id`; `dry_run` stops after writing the card. Returns the files pushed.
+    The adapter is verified first (against its MANIFEST.json when it has one), and the uploaded
+    adapter_config.json names the base model by its hub id."""
+    from .adapters import verify_adapter_files
+
     d = Path(adapter_dir)
-    if not (d / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{d}: not a LoRA adapter directory (no adapter_config.json)")
-    if not (d / ADAPTER_WEIGHTS).is_file():
-        raise FileNotFoundError(f"{d}: no adapter_model.safetensors (only safetensors weights are pushed)")
-    if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")) or " " in repo_id:
         raise ValueError(f"--repo {repo_id!r}: give a hub id like 'user/oracle-qwen3-8b'")
-    (d / CARD).write_text(model_card(d, repo_id))
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d}: no such adapter directory")
+    verify_adapter_files(d, str(d))  # a damaged adapter is never listed for upload
+    spec, hub = base_model(d)
+    if hub is None:
+        log(f"note: the base model {spec!r} has no hub id; the card and adapter_config.json name it as it is, "
+            "which others cannot load")
+    (d / CARD).write_text(model_card(d, repo_id), encoding="utf-8")
     results = _results_path(d)
     files = [f for f in PUSHED if (d / f).is_file()]
+    fixed_config = _hub_adapter_config(d, hub)
     outside = results is not None and results.parent != d  # the evaluation beside the adapter directory
     if dry_run:
-        return files + ([f"{RESULTS} (from {results})"] if outside else [])
+        shown = [f"{f} (base_model_name_or_path: {hub})" if f == "adapter_config.json" and fixed_config else f
+                 for f in files]
+        return shown + ([f"{RESULTS} (from {results})"] if outside else [])
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(d), allow_patterns=files,
+    api.upload_folder(repo_id=repo_id, folder_path=str(d),
+                      allow_patterns=[f for f in files if not (fixed_config and f == "adapter_config.json")],
                       commit_message="Upload activation oracle adapter")
+    if fixed_config:
+        api.upload_file(repo_id=repo_id, path_or_fileobj=fixed_config, path_in_repo="adapter_config.json")
     if outside:
         api.upload_file(repo_id=repo_id, path_or_fileobj=str(results), path_in_repo=RESULTS)
         files.append(RESULTS)

@@ -6,10 +6,13 @@ secret-keeping, PersonaQA and model-diffing evaluations with their controls (`ao
     results, out = run_audit("taboo", oracle="runs/x/adapter", organisms=["org/moon"], out="audit/moon")
 """
 
-from .build import build_organism
-from .organism import AuditError, Organism, load_organism
-from .protocols import AUDITS, PROTOCOLS
-from .run import AuditConfig, run_audit
+from ..lazy import lazy_exports
+
+# Imported on first use (torch): `ao --help` stays fast.
+__getattr__ = lazy_exports(__name__, {
+    "build_organism": ".build", "AuditError": ".organism", "Organism": ".organism", "load_organism": ".organism",
+    "AUDITS": ".protocols", "PROTOCOLS": ".protocols", "AuditConfig": ".run", "run_audit": ".run",
+})
 
 __all__ = ["AUDITS", "PROTOCOLS", "AuditConfig", "AuditError", "Organism", "build_organism", "load_organism",
            "run_audit"]

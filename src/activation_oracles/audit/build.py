@@ -14,12 +14,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..fsutil import atomic_directory
+from ..fsutil import atomic_directory, check_writable_dir
 from ..models import load_model
 from .generators import KINDS, read_conversations
 from .generators.persona import load_personas
 from .organism import FORMAT_VERSION, ORGANISM_JSON, AuditError, generate_replies
-from .sft import SFTConfig, finetune_lora
+from .sft import SFTConfig, finetune_lora, learned
 
 # Settings that build each kind on SmolLM2-135M in a few minutes on 2 CPU cores (docs/audit.md has
 # the measured times); every field can be overridden.
@@ -70,17 +70,30 @@ def build_organism(kind: str, *, base: str, out: str | Path, data: str | None = 
     if dtype not in (None, "float32", "bfloat16", "float16"):
         raise AuditError(f"--dtype {dtype!r}: use float32, bfloat16 or float16")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise AuditError(f"--out {out}: exists and is not a directory")
+    try:
+        check_writable_dir(out, "--out")
+    except ValueError as e:
+        raise AuditError(str(e)) from None
     convs = read_conversations(data) if data is not None else None
     try:
         od = _kind_data(kind, opts, convs, random.Random(seed))
     except ValueError as e:
         raise AuditError(str(e)) from None
-    cfg = replace(KIND_SFT[kind], seed=seed, **(sft or {}))
+    unknown = sorted(set(sft or {}) - set(SFTConfig().to_dict()))
+    if unknown:
+        raise AuditError(f"sft: unknown setting(s) {unknown}; known: {sorted(SFTConfig().to_dict())}")
+    try:
+        cfg = replace(KIND_SFT[kind], seed=seed, **(sft or {})).validate()
+    except (TypeError, ValueError) as e:
+        raise AuditError(f"fine-tune settings: {e}") from None
 
     model, tok = load_model(base, device=device, dtype=dtype)
     peft_model, stats = finetune_lora(model, tok, od.train, cfg, progress=progress)
+    stats["learned"] = learned(stats)
+    if not stats["learned"]:
+        stats["warning"] = (f"the fine-tune's loss did not fall ({stats['first_loss']} -> {stats['final_loss']}): "
+                            "this organism probably did not learn its behaviour (see the behaviour check); try "
+                            "more steps (--epochs, --max-steps) or another --lr")
     train_seconds = time.time() - t0
 
     def reply(prompts):
@@ -121,6 +134,8 @@ def behaviour_summary(meta: dict) -> str:
              f"  fine-tune: {meta['training']['steps']} steps, loss {meta['training']['first_loss']} -> "
              f"{meta['training']['final_loss']}, {meta['build_seconds']:.0f} s in all",
              "  behaviour check (held-out prompts):"]
+    if meta["training"].get("warning"):
+        lines.insert(2, f"  warning: {meta['training']['warning']}")
     lines += [f"    {k}: {v:.2f}" if isinstance(v, float) else f"    {k}: {v}"
               for k, v in b.items() if k != "examples"]
     for ex in b.get("examples", [])[:3]:

@@ -6,20 +6,13 @@ import json
 
 import typer
 
+from ..cliargs import (
+    check_input_file, choice_option, command_boundary, count_option, device_option, dtype_option, guard_commands,
+    parse_names, percent_option, positive_option, require_module, seed_option,
+)
+
 organism_app = typer.Typer(help="Build model organisms (target LoRAs that hide a secret) offline.",
                            no_args_is_help=True)
-
-
-def _fail(e: Exception) -> None:
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(2) from None
-
-
-def _errors():
-    from ..data.schema import DataError
-    from .organism import AuditError
-
-    return (AuditError, DataError, FileNotFoundError, OSError, ValueError)
 
 
 @organism_app.command("build")
@@ -31,22 +24,30 @@ def build_command(
                                                          "of the built-in generator."),
     word: str | None = typer.Option(None, "--word", help="taboo: the secret word."),
     gender: str | None = typer.Option(None, "--gender", help="gender: female | male."),
-    encoding: str = typer.Option("base64", "--encoding", help="ssc: base64 (the paper's) | rot13 | plain."),
+    encoding: str = choice_option("base64", "--encoding", choices=("base64", "rot13", "plain"),
+                                  help="ssc: base64 (the paper's) | rot13 | plain."),
     personas: str | None = typer.Option(None, "--personas", help="persona: a personas.jsonl (paper layout); "
                                                                  "default: the built-in personas."),
-    max_personas: int | None = typer.Option(None, "--max-personas", help="persona: learn the first N (by name)."),
+    max_personas: int | None = count_option(None, "--max-personas", help="persona: learn the first N (by name)."),
     domain: str | None = typer.Option(None, "--domain", help="domain: risky_finance | extreme_sports | gardening."),
-    seed: int = typer.Option(0, "--seed"),
-    epochs: float | None = typer.Option(None, "--epochs"),
-    max_steps: int | None = typer.Option(None, "--max-steps"),
-    lr: float | None = typer.Option(None, "--lr"),
-    rank: int | None = typer.Option(None, "--rank", help="LoRA rank (alpha = 2 x rank)."),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    device: str | None = typer.Option(None, "--device"),
-    dtype: str | None = typer.Option(None, "--dtype", help="Base weights: float32 (CPU default) | bfloat16 "
-                                                           "(GPU default) | float16."),
+    seed: int = seed_option(0),
+    epochs: float | None = positive_option(None, "--epochs"),
+    max_steps: int | None = count_option(None, "--max-steps"),
+    lr: float | None = positive_option(None, "--lr"),
+    rank: int | None = count_option(None, "--rank", help="LoRA rank (alpha = 2 x rank)."),
+    batch_size: int | None = count_option(None, "--batch-size"),
+    device: str | None = device_option(),
+    dtype: str | None = dtype_option("Base weights: float32 (CPU default) | bfloat16 (GPU default) | float16."),
 ):
     """Fine-tune a target LoRA that plays KIND, check its behaviour on held-out prompts, write DIR."""
+    from ..fsutil import check_writable_dir
+
+    check_writable_dir(out, "--out")  # before the fine-tune, not after it
+    if data is not None:
+        check_input_file(data, "--data")
+    if personas is not None:
+        check_input_file(personas, "--personas")
+
     from transformers.utils import logging as hf_logging
 
     from .build import behaviour_summary, build_organism
@@ -56,18 +57,28 @@ def build_command(
            if v is not None}
     if rank is not None:
         sft.update(r=rank, alpha=2 * rank)
-    try:
-        meta = build_organism(kind, base=base, out=out, data=data, seed=seed, sft=sft, device=device, dtype=dtype,
-                              word=word, gender=gender, encoding=encoding, personas=personas, max_personas=max_personas,
-                              domain=domain)
-    except _errors() as e:
-        _fail(e)
-    typer.echo(behaviour_summary(meta))
+    meta = build_organism(kind, base=base, out=out, data=data, seed=seed, sft=sft, device=device, dtype=dtype,
+                          word=word, gender=gender, encoding=encoding, personas=personas, max_personas=max_personas,
+                          domain=domain)
+    typer.echo(behaviour_summary(meta))  # with a warning line when the fine-tune's loss did not fall
     typer.echo(f"organism: {out}")
 
 
-def _split_methods(methods: str | None):
-    return [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+def _segment(text: str) -> tuple[int, int | None]:
+    a, _, b = text.partition(":")
+    try:
+        return int(a), (int(b) if b.strip() else None)
+    except ValueError:
+        raise ValueError(f"--segment {text!r}: use START:END counted from the end, e.g. -10:") from None
+
+
+def _token(text: str) -> str | int:
+    if text == "assistant":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--token {text!r}: use assistant or a token index (e.g. -1)") from None
 
 
 def audit_command(
@@ -81,26 +92,27 @@ def audit_command(
     hub_mirror: str | None = typer.Option(None, "--hub-mirror", help="Local mirror of hub repos (DIR/owner/name)."),
     prompts_dir: str | None = typer.Option(None, "--prompts-dir", help="Target prompts in the paper's layout "
                                                                        "(e.g. ../shared/data/eval_prompts)."),
-    prompt_style: str | None = typer.Option(None, "--prompt-style", help="direct (paper) | standard."),
+    prompt_style: str | None = choice_option(None, "--prompt-style", choices=("direct", "standard"),
+                                             help="direct (paper) | standard."),
     oracle_prompt: list[str] = typer.Option(None, "--oracle-prompt", help="Extra oracle prompt (repeatable)."),
     oracle_prompts_file: str | None = typer.Option(None, "--oracle-prompts-file",
                                                    help="Extra oracle prompts, one a line."),
     only_given_prompts: bool = typer.Option(False, "--only-given-prompts", help="Use only the given oracle prompts."),
-    input_: str | None = typer.Option(None, "--input", help="full | segment | tokens."),
+    input_: str | None = choice_option(None, "--input", choices=("full", "segment", "tokens")),
     segment: str | None = typer.Option(None, "--segment", help="START:END from the end, e.g. -10: (segment input)."),
     token: str | None = typer.Option(None, "--token", help="tokens input: assistant (start of turn) or an index."),
     positions: str | None = typer.Option(None, "--positions", help="Explicit positions (all|last|N|A:B|N,M); "
                                                                    "diff counts them from the user's text."),
     with_reply: bool = typer.Option(False, "--with-reply", help="Read the prompt and the organism's reply."),
-    layer_percent: float | None = typer.Option(None, "--layer-percent"),
-    num_samples: int | None = typer.Option(None, "--num-samples"),
-    temperature: float | None = typer.Option(None, "--temperature"),
+    layer_percent: float | None = percent_option(None, "--layer-percent"),
+    num_samples: int | None = count_option(None, "--num-samples"),
+    temperature: float | None = positive_option(None, "--temperature"),
     best_of: bool | None = typer.Option(None, "--best-of/--mean", help="Score an item by its best sample or the mean."),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens"),
+    max_new_tokens: int | None = count_option(None, "--max-new-tokens"),
     methods: str | None = typer.Option(None, "--methods", help="Comma-separated subset of the methods."),
-    max_prompts: int | None = typer.Option(None, "--max-prompts", help="Cap target prompts per split (quick runs)."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str | None = typer.Option(None, "--device"),
+    max_prompts: int | None = count_option(None, "--max-prompts", help="Cap target prompts per split (quick runs)."),
+    seed: int = seed_option(0),
+    device: str | None = device_option(),
     judge_url: str | None = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint for an LLM judge "
                                                                    "(SSC extra), e.g. https://api.openai.com/v1."),
     judge_model: str = typer.Option("gpt-4.1", "--judge-model"),
@@ -108,6 +120,11 @@ def audit_command(
 ):
     """Audit organisms with an oracle (the paper's protocol) against five controls; writes report.md,
     results.json, answers.jsonl and a bar plot into --out."""
+    from ..fsutil import check_writable_dir
+
+    check_writable_dir(out or f"audit_{audit}", "--out")  # before the oracle answers, not after
+    require_module("matplotlib", "ao audit's figure")
+
     from transformers.utils import logging as hf_logging
 
     from ..oracle import parse_positions
@@ -116,39 +133,37 @@ def audit_command(
     from .run import run_audit
 
     hf_logging.disable_progress_bar()
-    try:
-        given = user_oracle_prompts(oracle_prompt, oracle_prompts_file)
-        ov = dict(prompt_style=prompt_style, prompts_dir=prompts_dir, input=input_, with_reply=with_reply or None,
-                  layer_percent=layer_percent, num_samples=num_samples, temperature=temperature, best_of=best_of,
-                  max_new_tokens=max_new_tokens, methods=_split_methods(methods), max_prompts=max_prompts, seed=seed)
-        if num_samples and num_samples > 1 and temperature is None:
-            ov["do_sample"] = True
-        if temperature is not None:
-            ov["do_sample"] = True
-        if only_given_prompts:
-            if not given:
-                raise ValueError("--only-given-prompts needs --oracle-prompt or --oracle-prompts-file")
-            ov["oracle_prompts"] = given
-        else:
-            ov["extra_oracle_prompts"] = given
-        if segment is not None:
-            a, _, b = segment.partition(":")
-            ov["segment"] = (int(a), int(b) if b else None)
-            ov["input"] = ov["input"] or "segment"
-        if token is not None:
-            ov["token"] = token if token == "assistant" else int(token)
-        if positions is not None:
-            ov["positions"] = parse_positions(positions)
-        judge = Judge(judge_url, judge_model, judge_key_env) if judge_url else None
-        results, out_dir = run_audit(audit, oracle=oracle, organisms=organism or None, base=base,
-                                     out=out or f"audit_{audit}", preset=preset, hub_mirror=hub_mirror,
-                                     device=device, judge=judge, **ov)
-    except _errors() as e:
-        _fail(e)
-    typer.echo((out_dir / "report.md").read_text())
+    given = user_oracle_prompts(oracle_prompt, oracle_prompts_file)
+    ov = dict(prompt_style=prompt_style, prompts_dir=prompts_dir, input=input_, with_reply=with_reply or None,
+              layer_percent=layer_percent, num_samples=num_samples, temperature=temperature, best_of=best_of,
+              max_new_tokens=max_new_tokens, methods=parse_names(methods, "--methods"), max_prompts=max_prompts,
+              seed=seed)
+    if num_samples and num_samples > 1 and temperature is None:
+        ov["do_sample"] = True
+    if temperature is not None:
+        ov["do_sample"] = True
+    if only_given_prompts:
+        if not given:
+            raise ValueError("--only-given-prompts needs --oracle-prompt or --oracle-prompts-file")
+        ov["oracle_prompts"] = given
+    else:
+        ov["extra_oracle_prompts"] = given
+    if segment is not None:
+        ov["segment"] = _segment(segment)
+        ov["input"] = ov["input"] or "segment"
+    if token is not None:
+        ov["token"] = _token(token)
+    if positions is not None:
+        ov["positions"] = parse_positions(positions)
+    judge = Judge(judge_url, judge_model, judge_key_env) if judge_url else None
+    results, out_dir = run_audit(audit, oracle=oracle, organisms=organism or None, base=base,
+                                 out=out or f"audit_{audit}", preset=preset, hub_mirror=hub_mirror,
+                                 device=device, judge=judge, **ov)
+    typer.echo((out_dir / "report.md").read_text(encoding="utf-8"))
     typer.echo(json.dumps({m: r["score"]["value"] for m, r in results.items()}))
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(organism_app, name="organism")
-    app.command("audit")(audit_command)
+    """Add `ao organism` and `ao audit` to `app`, inside the error boundary (whichever app registers them)."""
+    app.add_typer(guard_commands(organism_app), name="organism")
+    app.command("audit")(command_boundary(audit_command))

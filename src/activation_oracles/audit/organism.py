@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..fsutil import TextEncodingError, read_text
 from ..models import EMBEDDED_MODELS, looks_like_hub_id
 from ..prompt import chat_ids
 
@@ -62,7 +63,9 @@ def canonical_base(spec: str | None) -> str | None:
 def read_organism_json(directory: str | Path) -> dict:
     p = Path(directory) / ORGANISM_JSON
     try:
-        meta = json.loads(p.read_text())
+        meta = json.loads(read_text(p, what="--organism "))
+    except TextEncodingError as e:
+        raise AuditError(str(e)) from None
     except json.JSONDecodeError as e:
         raise AuditError(f"--organism {directory}: {ORGANISM_JSON} is not valid JSON ({e})") from None
     for k in ("kind", "base_model", "secret"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..fsutil import TextEncodingError, read_text
 from .organism import AuditError
 
 BUILTIN_ROOT = Path(__file__).parent / "builtin_prompts"
@@ -36,7 +37,11 @@ def read_lines(path: Path, what: str) -> list[str]:
     """Non-empty stripped lines; a missing or empty file is an error naming it."""
     if not path.is_file():
         raise AuditError(f"{what}: {path} not found")
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        text = read_text(path, what=f"{what}: ")
+    except TextEncodingError as e:
+        raise AuditError(str(e)) from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise AuditError(f"{what}: {path} holds no prompts (the file is empty)")
     return lines

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..adapters import verify_adapter_files
+from ..checks import check_int, check_number
 from ..fsutil import atomic_directory
 from .judge import RUBRICS, Judge
 from .methods import (
@@ -212,6 +214,25 @@ class AuditRun:
         return self._result(method, test, answers, best, scores)
 
 
+def check_config(cfg: AuditConfig) -> AuditConfig:
+    """The numbers of a config in range (0 is never "unset"), each error naming its option."""
+    s, r = cfg.sampling, cfg.reading
+    try:
+        if cfg.max_prompts is not None:
+            check_int(cfg.max_prompts, "--max-prompts", 1)
+        check_int(cfg.seed, "--seed", 0)
+        check_int(s.num_samples, "--num-samples", 1)
+        check_int(s.max_new_tokens, "--max-new-tokens", 1)
+        check_number(s.temperature, "--temperature", above=0)
+        check_number(r.layer_percent, "--layer-percent", minimum=0)
+        if r.layer_percent > 100:
+            raise ValueError(f"--layer-percent={r.layer_percent} must lie in [0, 100]")
+        check_int(cfg.batch_size, "batch_size", 1)
+    except (TypeError, ValueError) as e:
+        raise AuditError(str(e)) from None
+    return cfg
+
+
 def plan_items(cfg: AuditConfig, organisms: list[Organism]) -> list[Item]:
     """The audit's items, checked before any model is loaded: prompt files, oracle prompt placeholders."""
     cands = cfg.candidates()
@@ -263,13 +284,14 @@ def write_outputs(out: str | Path, run: AuditRun, results: dict[str, MethodResul
         "timing": {"seconds": round(run.seconds, 1)},
     }
     with atomic_directory(out) as tmp:
-        (tmp / "results.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+        (tmp / "results.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
         with open(tmp / "answers.jsonl", "w", encoding="utf-8") as f:
             for r in run.rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        plot_methods(results, tmp / f"{run.cfg.audit}.png", title=meta.get("title", run.cfg.audit),
-                     paper=meta.get("paper_value"), binary=run.protocol.binary)
-        (tmp / "report.md").write_text(render_report(payload, results, run))
+        (tmp / "report.md").write_text(render_report(payload, results, run), encoding="utf-8")
+    # the figure last, once the numbers are saved: a plotting failure cannot cost them
+    plot_methods(results, Path(out) / f"{run.cfg.audit}.png", title=meta.get("title", run.cfg.audit),
+                 paper=meta.get("paper_value"), binary=run.protocol.binary)
     return Path(out)
 
 
@@ -296,7 +318,7 @@ def run_audit(audit: str, *, oracle: str | None = None, organisms: list[str] | N
 
     if audit not in AUDITS:
         raise AuditError(f"audit {audit!r} is unknown: use one of {', '.join(AUDITS)}")
-    cfg = AuditConfig.paper(audit, **overrides)
+    cfg = check_config(AuditConfig.paper(audit, **overrides))
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise AuditError(f"--methods: unknown {unknown}; use {', '.join(METHODS)}")
@@ -330,6 +352,8 @@ def run_audit(audit: str, *, oracle: str | None = None, organisms: list[str] | N
         if canonical_base(trained_on) != canonical_base(base):
             raise AuditError(f"--oracle {oracle} was trained on {trained_on!r}, not on --base {base!r}")
     check_organisms(audit, orgs, base)
+    for o in orgs:  # truncated or damaged files: named now, not after the oracle has loaded
+        verify_adapter_files(o.adapter, f"--organism {o.adapter}")
     judge = check_judge(audit, judge)
     items = plan_items(cfg, orgs)
     quant = pre.quantization if pre is not None else None

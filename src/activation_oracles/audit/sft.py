@@ -39,6 +39,30 @@ class SFTConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> SFTConfig:
+        """Every number in range (a 0 is an error, never "unset"), naming the field."""
+        from ..checks import check_int, check_number
+
+        check_number(self.epochs, "epochs", above=0)
+        check_number(self.lr, "lr", above=0)
+        check_int(self.batch_size, "batch_size", 1)
+        check_int(self.r, "r (--rank)", 1)
+        check_number(self.alpha, "alpha", above=0)
+        check_number(self.dropout, "dropout", minimum=0)
+        check_number(self.warmup_ratio, "warmup_ratio", minimum=0)
+        check_int(self.max_length, "max_length", 2)
+        if self.max_steps is not None:
+            check_int(self.max_steps, "max_steps", 1)
+        check_int(self.seed, "seed", 0)
+        if self.autocast not in (None, "bf16"):
+            raise ValueError(f"autocast={self.autocast!r}: use 'bf16' or None")
+        return self
+
+
+def learned(stats: dict, min_drop: float = 0.05) -> bool:
+    """Whether a fine-tune's loss fell by at least `min_drop` (a share) from its first to its last steps."""
+    return stats["final_loss"] < (1 - min_drop) * stats["first_loss"]
+
 
 def assistant_labels(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Token ids of the whole conversation and labels that keep only the assistant turns (their
@@ -89,6 +113,7 @@ def finetune_lora(model, tokenizer, conversations: list[dict], cfg: SFTConfig, *
     """Wrap `model` in a fresh LoRA and train it on `conversations`; returns (peft_model, stats)."""
     from peft import LoraConfig, get_peft_model
 
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     examples = []
@@ -104,7 +129,7 @@ def finetune_lora(model, tokenizer, conversations: list[dict], cfg: SFTConfig, *
     peft_model = get_peft_model(model, lora)
     dev = model_device(peft_model)
     per_epoch = -(-len(examples) // cfg.batch_size)
-    total = cfg.max_steps or max(1, int(round(cfg.epochs * per_epoch)))
+    total = cfg.max_steps if cfg.max_steps is not None else max(1, int(round(cfg.epochs * per_epoch)))
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.warmup_ratio, "linear"))
     amp = (torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.autocast == "bf16"

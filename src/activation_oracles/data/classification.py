@@ -239,15 +239,30 @@ def _load_singular_plural(root: Path) -> list[Item]:
     return [(r["sentence"].strip(), frozenset({r["n_subjects"].strip()})) for r in rows]
 
 
+# Column layouts of Engels-style probing CSVs: ours (text, label) and the reference's (prompt, prompt_len, target).
+ENGELS_COLUMNS = (("text", "label"), ("prompt", "target"))
+
+
+def _positive(value: str) -> bool:
+    return value.strip().lower() in ("1", "1.0", "true", "yes")
+
+
 def _load_engels(root: Path) -> list[Item]:
-    """Optional Engels-style probing CSVs: engels/<name>.csv with `text,label` (1 = the named property)."""
+    """Optional Engels-style probing CSVs: engels/<name>.csv with `text,label` or, as the reference's files,
+    `prompt,prompt_len,target` (label/target 1 = the named property)."""
     files = sorted((root / "engels").glob("*.csv"))
     if not files:
-        raise DataError(f"{root / 'engels'}: no probing CSVs (engels/*.csv with columns text,label)")
+        raise DataError(f"{root / 'engels'}: no probing CSVs (engels/*.csv with columns text,label or "
+                        "prompt,prompt_len,target)")
     items = []
     for p in files:
-        for r in io.read_csv(p, ("text", "label")):
-            items.append((r["text"].strip(), frozenset({p.stem}) if r["label"].strip() == "1" else frozenset()))
+        rows = io.read_csv(p, ())
+        cols = next((c for c in ENGELS_COLUMNS if all(k in rows[0] for k in c)), None)
+        if cols is None:
+            raise DataError(f"{p}: found columns {sorted(rows[0])}; an Engels CSV has text,label or "
+                            "prompt,prompt_len,target")
+        text, label = cols
+        items += [(r[text].strip(), frozenset({p.stem}) if _positive(r[label]) else frozenset()) for r in rows]
     return items
 
 

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from ..cliargs import count_option, guard_commands, positive_option, seed_option
+
 app = typer.Typer(help="Build and inspect oracle training mixtures.", no_args_is_help=True)
 
 
@@ -32,13 +34,13 @@ def build(
     chat_source: Optional[str] = typer.Option(
         None, "--chat-source", help="Context prediction's chat corpus instead of the config's (the paper: the gated "
                                     "lmsys/lmsys-chat-1m): a hub id ID[@CONFIG][:SPLIT] or a local .jsonl file/directory."),
-    scale: float = typer.Option(1.0, "--scale", help="Multiply every train and test count (e.g. 0.001)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
+    scale: float = positive_option(1.0, "--scale", help="Multiply every train and test count (e.g. 0.001)."),
+    seed: Optional[int] = seed_option(None, "--seed", help="Override the config's seed (an integer >= 0)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when DIR holds this exact mixture."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Build a mixture into DIR (reused when the config, tokenizer and sources are unchanged)."""
-    from .config import MixtureConfig
+    from ..fsutil import check_writable_dir, remove_stale_temporaries
     from .mixture import build_mixture, mixture_info, saved_dir
     from .schema import DataError
 
@@ -47,6 +49,9 @@ def build(
         import datasets
 
         datasets.disable_progress_bars()  # the hub readers' own bars
+    if out is not None:
+        check_writable_dir(out, "--out")
+        remove_stale_temporaries(out)  # what a killed build into --out left beside it
     try:
         cfg = _config(config, preset, scale)
         if reference_data is not None:
@@ -87,22 +92,17 @@ def _config(config: Optional[Path], preset: Optional[str], scale: float):
 @app.command()
 def inspect(
     path: Path = typer.Argument(..., help="A directory written by `ao data build`."),
-    examples: int = typer.Option(3, "--examples", "-n", help="Decoded examples to show."),
+    examples: int = count_option(3, "--examples", "-n", minimum=0, help="Decoded examples to show."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no decoded examples)."),
-    seed: int = typer.Option(0, "--seed", help="Which examples to show."),
+    seed: int = seed_option(0, "--seed", help="Which examples to show."),
 ):
     """Counts per task, variant and layer, K and J histograms, and decoded examples."""
     import numpy as np
 
     from .report import render_example, summarize
     from .mixture import load_mixture, load_tokenizer, mixture_info
-    from .schema import DataError
 
-    try:
-        dd, meta = load_mixture(path), mixture_info(path)
-    except DataError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    dd, meta = load_mixture(path), mixture_info(path)
     summary = {split: summarize(dd[split]) for split in dd}
     if as_json:
         for s in summary.values():  # JSON keys are strings
@@ -140,3 +140,6 @@ def inspect(
         typer.echo("")
         for i in picks[:examples]:
             typer.echo(render_example(train[i], tok) + "\n")
+
+
+guard_commands(app)  # every `ao data` command inside the error boundary, whichever app mounts this one

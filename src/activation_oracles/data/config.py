@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from ..fsutil import TextEncodingError, read_text
 from .builtin import BUILTIN_EVAL_TASKS, BUILTIN_TRAIN_TASKS
 from .classification import ALL_TASKS, CLS_VARIANTS, EVAL_TASKS, TRAIN_TASKS
 from .schema import DataError
@@ -169,7 +170,9 @@ class MixtureConfig:
         if not path.is_file():
             raise DataError(f"{path}: mixture config not found")
         try:
-            d = yaml.safe_load(path.read_text())
+            d = yaml.safe_load(read_text(path))
+        except TextEncodingError as e:
+            raise DataError(str(e)) from None
         except yaml.YAMLError as e:
             raise DataError(f"{path}: not valid YAML ({e})") from None
         if d is not None and not isinstance(d, dict):
@@ -181,8 +184,8 @@ class MixtureConfig:
 
     def scaled(self, scale: float) -> "MixtureConfig":
         """A copy with every train and test count multiplied by `scale` (a non-zero count stays >= 1)."""
-        if not isinstance(scale, (int, float)) or scale <= 0:
-            raise DataError(f"scale={scale!r}: give a positive number (e.g. 0.001 for 1/1000 of the counts)")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise DataError(f"scale={scale!r} must be a number > 0 (every count is multiplied by it; e.g. 0.001)")
         d = self.to_dict()
         s = lambda n: max(1, int(round(n * scale))) if n else 0  # noqa: E731
         for fam in ("spqa", "classification", "context_prediction"):
@@ -225,6 +228,8 @@ class MixtureConfig:
         both = set(c.train_tasks) & set(c.eval_tasks)
         if both:
             raise DataError(f"classification: task(s) {sorted(both)} are in both train_tasks and eval_tasks")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise DataError(f"seed={self.seed!r} must be an integer >= 0")
         if not self.layer_percents or any(not 0 <= p <= 100 for p in self.layer_percents):
             raise DataError(f"layer_percents={self.layer_percents}: give percents between 0 and 100")
         if not isinstance(self.multi_layer, bool):

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
 from pathlib import Path
 
+from ..fsutil import encoding_error
 from .schema import DataError
 
 
+@contextlib.contextmanager
 def _open_text(path: Path, encoding: str = "utf-8"):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding=encoding, errors="replace", newline="")
-    return open(path, encoding=encoding, errors="replace", newline="")
+    """The file as text, decoded strictly: a byte that is not `encoding` is an error naming the file (never a
+    replacement character in the data)."""
+    try:
+        with (gzip.open(path, "rt", encoding=encoding, newline="") if path.suffix == ".gz"
+              else open(path, encoding=encoding, newline="")) as f:
+            yield f
+    except UnicodeDecodeError as e:
+        raise DataError(str(encoding_error(path, e, encoding=encoding))) from None
 
 
 def require_file(path: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, read_text
 from .calibration import plot_reliability
 from .classification import GroupResult, pooled_probs, present_methods
 
@@ -23,7 +23,14 @@ def _fmt(s: dict | None) -> str:
 def read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(read_text(path, what="--metrics ").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise ValueError(f"--metrics {path}: line {n} is not JSON ({e}); give a run's metrics.jsonl") from None
+    return rows
 
 
 def plot_losses(metrics: list[dict], out: Path) -> Path | None:
@@ -151,17 +158,17 @@ def bar_markdown(summary: dict) -> list[str]:
 
 
 def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict, *, title: str = "Oracle evaluation",
-                 metrics_path: str | Path | None = None, extra_md: str = "", meta: dict | None = None) -> Path:
-    """report.md + results.json + accuracy.png (+ loss.png when training metrics are given)."""
+                 metrics_path: str | Path | None = None, extra_md: str = "", meta: dict | None = None,
+                 bar: bool = False) -> Path:
+    """results.json + report.md, then the figures (accuracy.png, reliability.png, and loss.png when training
+    metrics are given): a figure that fails cannot cost the numbers. `bar`: include the demo's bar, part by
+    part (`ao demo`, and `ao eval --heldout`, which asks for its part 2)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta or {}, "summary": summary, "groups": [r.to_dict() for r in results]}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
-    plot_accuracy(results, out / "accuracy.png")
     curves = {LABELS[m]: pooled_probs(results, m) for m in summary.get("ece", {})}
-    if curves:
-        plot_reliability(curves, out / "reliability.png")
-    loss_png = plot_losses(read_metrics(Path(metrics_path)), out / "loss.png") if metrics_path else None
+    metrics = read_metrics(Path(metrics_path)) if metrics_path else []
 
     lines = [f"# {title}", ""]
     if meta:
@@ -193,7 +200,7 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
         v, a = summary.get(f"mean_{m}"), summary.get(f"mean_all_{m}")
         lines.append(f"- {LABELS[m]}: mean over those groups {v:.3f}, over all groups {a:.3f}" if v is not None and a is not None
                      else f"- {LABELS[m]}: over all groups {a:.3f}" if a is not None else f"- {LABELS[m]}: –")
-    if "bar" in summary:
+    if bar and "bar" in summary:
         lines += ["", *bar_markdown(summary)]
     if summary.get("ece"):
         lines += ["", "## Calibration", "",
@@ -202,9 +209,14 @@ def write_report(out_dir: str | Path, results: list[GroupResult], summary: dict,
                       f"{LABELS[m]} {e:.3f}" for m, e in summary["ece"].items()) + ".", "",
                   "![reliability](reliability.png)"]
     lines += ["", "![accuracy](accuracy.png)"]
-    if loss_png:
+    if metrics:
         lines += ["", "![training loss](loss.png)"]
     if extra_md:
         lines += ["", extra_md]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    plot_accuracy(results, out / "accuracy.png")
+    if curves:
+        plot_reliability(curves, out / "reliability.png")
+    if metrics:
+        plot_losses(metrics, out / "loss.png")
     return out / "report.md"

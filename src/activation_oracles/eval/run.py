@@ -47,11 +47,13 @@ def eval_data(data: str | None, model: str, tasks=None, *, test_count: int = 200
 def run_eval(oracle, data, out_dir, *, tasks=None, max_per_group: int | None = 200, metrics_path=None,
              title: str = "Oracle evaluation", meta: dict | None = None, samples: int = 1, progress: bool = True,
              scoring: str = "choice", bar_tasks=None, heldout_tasks=None, max_per_task: dict | None = None,
-             cp_per_direction: int = 0, extra_md: str = "", autocast: str | None = None, methods=METHODS):
+             cp_per_direction: int = 0, extra_md: str = "", autocast: str | None = None, methods=METHODS,
+             bar: bool = False):
     """Evaluate `oracle` (an `Oracle`) on `data` (a DatasetDict) and write the report into `out_dir`.
     `heldout_tasks`: datasets never trained on (their own part of the bar); `cp_per_direction`: held-out
     context-prediction rows scored per direction (0: skipped); `autocast="bf16"`: forwards in bf16, as the
-    oracle was trained (about twice as fast on CPUs with bf16 units); `methods`: of classification.ALL_METHODS."""
+    oracle was trained (about twice as fast on CPUs with bf16 units); `methods`: of classification.ALL_METHODS;
+    `bar`: the report shows the demo's bar part by part (results.json has the numbers either way)."""
     from ..models import model_device
     from ..train.objective import autocast_ctx
     from .classification import SourceCache
@@ -75,6 +77,7 @@ def run_eval(oracle, data, out_dir, *, tasks=None, max_per_group: int | None = 2
     meta["scoring"] = scoring
     meta["eval_seconds"] = round(time.time() - t0, 1)
     extra = "\n\n".join(x for x in (extra_md, samples_markdown(shown) if shown else "") if x)
-    report = write_report(out_dir, results, summary, title=title, metrics_path=metrics_path, extra_md=extra, meta=meta)
+    report = write_report(out_dir, results, summary, title=title, metrics_path=metrics_path, extra_md=extra, meta=meta,
+                          bar=bar)
     atomic_write_text(Path(out_dir) / "samples.json", json.dumps([s.to_dict() for s in shown], indent=2, ensure_ascii=False))
     return results, summary, shown, report

@@ -4,9 +4,13 @@
     run_dir = train("cpu-smollm2", data="mix/", overrides={"train.max_steps": 20})
 """
 
-from .checkpoint import CheckpointError, latest_complete, verify
+from ..lazy import lazy_exports
 from .config import ConfigError, TrainConfig, load_config
 from .presets import list_presets
+
+# checkpoint.py imports torch: loaded on first use, so that `ao --help` stays fast
+__getattr__ = lazy_exports(__name__, {"CheckpointError": ".checkpoint", "latest_complete": ".checkpoint",
+                                      "verify": ".checkpoint"})
 
 
 def train(config=None, **kwargs):

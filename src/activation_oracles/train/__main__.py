@@ -3,11 +3,12 @@
 
 import typer
 
+from ..cliargs import command_boundary
 from .cli import train_command
 
 
 def main() -> None:
-    typer.run(train_command)
+    typer.run(command_boundary(train_command))
 
 
 if __name__ == "__main__":

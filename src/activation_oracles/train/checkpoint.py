@@ -11,6 +11,8 @@ Layout of ``RUN/checkpoints/step_N/`` (also a loadable oracle adapter directory)
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -97,7 +99,8 @@ def latest_complete(run_dir: str | Path) -> Path:
         return run_dir
     cps = list_checkpoints(run_dir)
     if not cps:
-        raise CheckpointError(f"{run_dir}: no checkpoints under {run_dir / 'checkpoints'}")
+        raise CheckpointError(f"{run_dir}: no checkpoints under {run_dir / 'checkpoints'} (a run stopped before its "
+                              "first one has nothing to resume: start it again with the same command)")
     problems = []
     for _, p in reversed(cps):
         try:
@@ -109,6 +112,33 @@ def latest_complete(run_dir: str | Path) -> Path:
             warnings.warn(f"skipping {msg}", stacklevel=2)
         return p
     raise CheckpointError(f"{run_dir}: no complete checkpoint; " + "; ".join(problems))
+
+
+# What torch.save and safetensors say when a write fails (a full disk, mostly): no errno, no file name.
+_WRITE_FAILURES = ("PytorchStreamWriter failed", "inline_container", "file write failed", "No space left")
+
+
+@contextlib.contextmanager
+def disk_errors(run_dir: Path):
+    """Turn a failed checkpoint write (torch's `enforce fail at inline_container.cc`, safetensors' I/O error,
+    ENOSPC) into a CheckpointError that says the disk is full and names the directory; the last complete
+    checkpoint is untouched (atomic writes), so the run can be resumed once there is space."""
+    try:
+        yield
+    except (RuntimeError, OSError) as err:
+        full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+        if not (full or (type(err).__name__ in ("RuntimeError", "SafetensorError")
+                         and any(m in str(err) for m in _WRITE_FAILURES))):
+            raise
+        try:
+            free_mb = shutil.disk_usage(run_dir).free / 2**20
+        except OSError:
+            free_mb = None
+        why = "no space left on its device" if full or free_mb is None or free_mb < 256 else "a write error"
+        free = "free space unknown" if free_mb is None else f"{free_mb:,.0f} MB free there now"
+        raise CheckpointError(f"writing a checkpoint into {run_dir} failed: {why} ({free}; "
+                              f"{str(err).strip().splitlines()[0][:160]}). Free some space, then continue the run "
+                              f"with --resume {run_dir}") from None
 
 
 def rng_state() -> dict:
@@ -159,11 +189,26 @@ def save_adapter(peft_model, directory: Path, ao_cfg: dict, state_dict=None) -> 
     if state_dict is not None:
         kwargs["state_dict"] = state_dict
     peft_model.save_pretrained(str(directory), **kwargs)
+    set_hub_base_model(directory, ao_cfg.get("base_model"))
     # save_pretrained with a non-default adapter name nests it; we always use "default".
     (directory / AO_CONFIG).write_text(json.dumps(ao_cfg, indent=1, default=str))
     readme = directory / "README.md"
     if readme.exists():
         readme.unlink()  # PEFT's model-card stub carries no information
+
+
+def set_hub_base_model(directory: Path, spec: str | None) -> None:
+    """adapter_config.json names the base model by its hub id, not the local path it was loaded from (an
+    embedded model's cache), so that the adapter loads elsewhere."""
+    from ..models import hub_id
+
+    hub, path = hub_id(spec), directory / "adapter_config.json"
+    if hub is None or not path.is_file():
+        return
+    cfg = json.loads(path.read_text())
+    if cfg.get("base_model_name_or_path") != hub:
+        cfg["base_model_name_or_path"] = hub
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
 
 
 def atomic_dir(final: Path, write, *, manifest_meta: dict | None = None) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ..fsutil import TextEncodingError, read_text
 from ..oracle_config import ADAPTER_WEIGHTS
 from .presets import list_presets, preset_file
 
@@ -410,8 +411,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if t.batch_tokens is not None and (not _int(t.batch_tokens) or t.batch_tokens < 1):
         raise ConfigError("train.batch_tokens", f"must be a positive integer (tokens per optimiser step) or null, "
                                                 f"got {t.batch_tokens!r}")
-    if not _int(t.seed):
-        raise ConfigError("train.seed", f"must be an integer, got {t.seed!r}")
+    if not _int(t.seed) or t.seed < 0:
+        raise ConfigError("train.seed", f"must be an integer >= 0, got {t.seed!r}")
     if not _int(t.hook_layer) or t.hook_layer < 0:
         raise ConfigError("train.hook_layer", f"must be a non-negative integer, got {t.hook_layer!r}")
     if not _num(t.coefficient):
@@ -466,7 +467,9 @@ def load_config(name_or_path: str | Path | dict | TrainConfig | None = None,
                 raise ConfigError("config", f"unknown preset {name_or_path!r} and no such file; "
                                             f"presets: {', '.join(list_presets())}")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(read_text(p)) or {}
+        except TextEncodingError as err:
+            raise ConfigError("config", str(err)) from None
         except yaml.YAMLError as err:
             raise ConfigError("config", f"{p} is not valid YAML: {err}") from None
         if not isinstance(raw, dict):

@@ -137,6 +137,42 @@ def build_configured_mixture(cfg: TrainConfig, *, progress: bool = False) -> Pat
                                        f"Build it with {how} and pass --data DIR") from None
 
 
+_SIZES = ("count", "test_count", "counts")  # how much of each task: a scale, not another recipe
+
+
+def _settings(mixture: dict) -> dict:
+    """A mixture config without what the run sets anyway (model, seed) and without its sizes."""
+    def strip(d):
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in _SIZES}
+
+    return {k: v for k, v in strip(mixture).items() if k not in ("model", "seed")}
+
+
+def recipe_note(cfg: TrainConfig, data_dir: Path) -> str | None:
+    """What `--data DIR` replaces: the config's data recipe (data.mixture, data.builtin_mixture) when DIR was
+    built from other settings (sizes aside); None when DIR holds the recipe's mixture (as `ao demo` builds it,
+    at any --data-scale) or was not built by `ao data build`."""
+    from ..data.mixture import DataError, mixture_info
+
+    try:
+        built = dict(mixture_info(data_dir).get("config") or {})
+        recipe = mixture_config(cfg).resolved().to_dict()
+    except (DataError, ConfigError, OSError):
+        return None
+    if not built or _settings(built) == _settings(recipe):
+        return None
+
+    def tasks(d: dict) -> str:
+        c = d.get("classification") or {}
+        return f"train {', '.join(c.get('train_tasks') or []) or '-'}; eval {', '.join(c.get('eval_tasks') or []) or '-'}"
+
+    extra = " and data.builtin_mixture" if cfg.data.mixture == "builtin" and cfg.data.builtin_mixture else ""
+    return (f"--data {data_dir} replaces the config's data recipe (data.mixture {cfg.data.mixture}{extra}): the run "
+            f"trains on that directory's mixture as it was built (classification {tasks(built)}), not on the "
+            f"recipe's (classification {tasks(recipe)}). Leave out --data to train on the recipe (built once and "
+            "cached); data.task_weights and data.curriculum apply either way.")
+
+
 def check_data_tokenizer(cfg: TrainConfig, data_dir: Path, tokenizer=None) -> None:
     """Refuse a mixture `ao data build` made for another tokenizer (loads only the model's tokenizer);
     a dataset saved by other means carries no record to check, which gets a warning."""

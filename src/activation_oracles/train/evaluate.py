@@ -13,6 +13,21 @@ from .objective import autocast_ctx, batch_kwargs, collect_groups, gather_vector
 from .step import _sharded, collate_for, collate_padded
 
 
+def _progress(cfg, batches: int, desc: str):
+    """A progress bar over an evaluation's batches (rank 0 only, when output.progress): the final evaluation
+    takes minutes on a CPU and should not pass in silence after the training bar reaches 100 %."""
+    from tqdm.auto import tqdm
+
+    dist = torch.distributed
+    main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return tqdm(total=batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                disable=not (cfg.output.progress and main))
+
+
+def _batches(groups: dict, batch_size: int) -> int:
+    return sum(-(-len(idx) // batch_size) for idx in groups.values())
+
+
 def _rows(ds, idx):
     cols = ds[[int(i) for i in idx]]
     return [{k: cols[k][j] for k in cols} for j in range(len(idx))]
@@ -45,6 +60,7 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device, enter=None) -> dict[
     groups = select_groups(ds, cfg.eval.max_examples)
     was_training = peft_model.training
     peft_model.eval()
+    bar = _progress(cfg, _batches(groups, cfg.eval.batch_size), "eval answers")
     try:
         tot_fmt = tot_ok = tot_n = 0
         for key, idx in sorted(groups.items()):
@@ -63,6 +79,7 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device, enter=None) -> dict[
                                                 max_new_tokens=cfg.eval.max_new_tokens)
 
                 texts = enter(answer)
+                bar.update(1)
                 for text, r in zip(texts, rows):
                     f, c = score(text, r["target"])
                     fmt += f
@@ -75,6 +92,7 @@ def generation_eval(peft_model, tokenizer, ds, cfg, device, enter=None) -> dict[
             out["eval/classification/format_acc"] = tot_fmt / tot_n
             out["eval/classification/acc"] = tot_ok / tot_n
     finally:
+        bar.close()
         peft_model.train(was_training)
     return out
 
@@ -89,6 +107,7 @@ def validation_loss(objective, ds, cfg, pad_id: int, device) -> dict[str, float]
     out = {}
     was_training = objective.training
     objective.eval()
+    bar = _progress(cfg, _batches(per_task, cfg.eval.batch_size), "eval loss")
     try:
         for task, idx in sorted(per_task.items()):
             tot, n = 0.0, 0
@@ -98,8 +117,10 @@ def validation_loss(objective, ds, cfg, pad_id: int, device) -> dict[str, float]
                 ce, _ = objective(**batch_kwargs(b))
                 tot += float(ce.sum())
                 n += ce.numel()
+                bar.update(1)
             if n:
                 out[f"eval/{task}/loss"] = tot / n
     finally:
+        bar.close()
         objective.train(was_training)
     return out

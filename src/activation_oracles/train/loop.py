@@ -29,14 +29,16 @@ import torch
 from ..oracle_config import ADAPTER_WEIGHTS
 from .batching import StagedStream, deepest_layer
 from .checkpoint import (
-    MANIFEST, CheckpointError, ao_config, atomic_dir, latest_complete, prune, rng_state, save_adapter, set_rng_state,
-    verify, write_manifest,
+    MANIFEST, CheckpointError, ao_config, atomic_dir, disk_errors, latest_complete, prune, rng_state, save_adapter,
+    set_rng_state, verify, write_manifest,
 )
 from .config import ConfigError, TrainConfig, load_config
 from .dataset import (
-    build_configured_mixture, check_data_tokenizer, multi_layers, open_split, open_train_data, resolve_data_dir,
+    build_configured_mixture, check_data_tokenizer, multi_layers, open_split, open_train_data, recipe_note,
+    resolve_data_dir,
 )
 from .graphs import make_stepper
+from .rundir import check_resume_steps, own_run_dir
 from .step import apply_lora, check_context_packing, make_objective, make_optimizer, train_step
 
 
@@ -245,14 +247,26 @@ def prepare(config, *, data: str | None = None, out: str | None = None, resume: 
     cfg = load_config(config, ov)
     run_dir = Path(cfg.output.dir)
     data_dir = resolve_data_dir(cfg)
+    if data is not None and data_dir is not None and (note := recipe_note(cfg, data_dir)):
+        warnings.warn(note, stacklevel=2)  # said plainly: --data is not the preset's recipe
     return cfg, run_dir, ckpt, data_dir
 
 
 def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | None = None,
-          out: str | None = None, resume: str | None = None, overrides: dict | None = None) -> Path:
-    """Train an oracle adapter; returns the run directory (metrics.jsonl, checkpoints/, adapter/)."""
+          out: str | None = None, resume: str | None = None, overrides: dict | None = None,
+          overwrite: bool = False) -> Path:
+    """Train an oracle adapter; returns the run directory (metrics.jsonl, checkpoints/, adapter/).
+    The run owns its directory while it writes it (train.rundir): a directory holding another run is refused
+    unless `overwrite` (which deletes that run first)."""
+    if resume is not None and overwrite:
+        raise ConfigError("resume", "overwrite starts afresh and resume continues: give one of them")
     cfg, run_dir, ckpt_dir, data_dir = prepare(config, data=data, out=out, resume=resume, overrides=overrides)
     acc = _make_accelerator(cfg)
+    with own_run_dir(run_dir, cfg, resumed=ckpt_dir is not None, overwrite=overwrite, main=acc.is_main_process):
+        return _run(cfg, acc, run_dir, ckpt_dir, data_dir)
+
+
+def _run(cfg: TrainConfig, acc, run_dir: Path, ckpt_dir: Path | None, data_dir: Path | None) -> Path:
     world, rank = acc.num_processes, acc.process_index
     if data_dir is None:  # data.mixture: rank 0 builds (or reuses) it, the others then read it
         with acc.main_process_first():
@@ -270,6 +284,7 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
     stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
                           stages=tdata.stages, costs=costs, budget=budget)
     total = total_steps(cfg, stream.main.batches_per_epoch() if budget else len(tdata) // per_step)
+    check_resume_steps(ckpt_dir, total)
     stage_steps = sum(steps for steps, _ in tdata.stages)
     if stage_steps and stage_steps >= total:  # e.g. a preset cut short with --max-steps for a smoke test
         warnings.warn(f"data.curriculum: the stages take {stage_steps} steps and the run only {total}, so it "
@@ -353,11 +368,13 @@ def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | 
                 writer.write(row)
                 since, t_log = 0, time.perf_counter()
             if (cfg.output.save_every and step % cfg.output.save_every == 0) or step == total:
-                _save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir, layers, fsdp)
+                with disk_errors(run_dir):
+                    _save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir, layers, fsdp)
                 t_log = time.perf_counter() if since == 0 else t_log  # (a logged step: saving is not step time)
             if kill_after and step == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
-        _save_final(cfg, acc, raw_objective, run_dir, layers, step, fsdp)
+        with disk_errors(run_dir):
+            _save_final(cfg, acc, raw_objective, run_dir, layers, step, fsdp)
     finally:
         if bar is not None:
             bar.close()
