@@ -97,7 +97,17 @@ def launch(name: str, cfg: dict, steps: int | None, out: Path, threads: int, ext
         cmd += ["--max-steps", str(steps)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     with open(d / "log.txt", "w") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the sweep dies, even by SIGKILL (a test's timeout), so that no
+    variant trains on as an orphan (its own session keeps it out of the sweep's signals otherwise)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def row(name: str, d: Path, wall: float, finished: bool) -> dict:
