@@ -27,6 +27,7 @@ EXPECT = {
     "score_tokens.py": ("batched_s", "separate_s", "speedup"),
     "serve_load.py": ("rps", "sequential_rps", "speedup", "answered", "rss_end_mb"),
     "text_transfer.py": ("seconds", "final_loss"),
+    "smollm2_paper.py": ("seconds", "steps_trained"),
 }
 # gpu_train.py must run where `datasets` (and so pyarrow) is not installed: the GPU machine.
 NO_DATASETS = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
@@ -44,7 +45,7 @@ def test_every_script_is_covered():
 def test_smoke(script):
     from conftest import SHARED_DATA
 
-    if script == "data_build.py" and not SHARED_DATA.is_dir():
+    if script in ("data_build.py", "smollm2_paper.py") and not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is not present")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
@@ -63,6 +64,9 @@ def test_smoke(script):
     if script == "serve_load.py":  # every request answered, every answer equal to Oracle.score's, bad ones refused
         assert out["wrong"] == out["lost"] == 0 and out["malformed_ok"] == out["malformed"] > 0, out
         assert out["answered"] == out["requests"] and out["max_prob_diff"] < 1e-4, out
+    if script == "smollm2_paper.py":  # what a device run hands back, before and after the evaluation
+        assert {"adapter.tar", "metrics.jsonl", "plan.json", "timings.json", "results.json", "report.md"} <= \
+            set(out["files"]), out
     if script == "score_tokens.py":  # one batched call and four single calls give the same probabilities
         assert out["positions"] == 4 and out["max_prob_diff"] < 1e-4, out
     if script == "gpu_train.py":

@@ -70,3 +70,13 @@ def test_ask_scores_samples_layers_and_load_flags(smol):
     assert result.exit_code == 2 and "target_adapter" in result.output
     result = runner.invoke(app, base + ["--quantization", "8bit", "--device", "cpu"])
     assert result.exit_code == 2 and "needs a CUDA GPU" in result.output
+
+
+def test_demo_data_must_be_a_built_mixture(tmp_path):
+    """`ao demo --data DIR` trains on a mixture `ao data build` wrote; anything else is refused before any work."""
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(app, ["demo", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "not a mixture built by `ao data build`" in res.output
+    res = CliRunner().invoke(app, ["demo", "--data", str(tmp_path / "empty"), "--data-scale", "0.1",
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "error:" in res.output

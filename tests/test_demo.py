@@ -40,3 +40,18 @@ def test_mini_demo_end_to_end(tmp_path, capsys, smol):
     # a rerun reuses the built data and the finished training
     run_demo(out, **kw)
     assert "training already finished" in capsys.readouterr().out
+
+
+
+def test_demo_reads_a_given_mixture_with_its_own_tasks(tmp_path, smol_tokenizer):
+    """`ao demo --data DIR` evaluates the tasks DIR was built with (e.g. the paper mixture's seven trained and
+    three held-out ones), not the built-in mixture's."""
+    from activation_oracles.data import MixtureConfig, build_mixture
+    from activation_oracles.demo import given_mixture
+
+    cfg = MixtureConfig.builtin(scale=0.01)
+    cfg.classification.train_tasks, cfg.classification.eval_tasks = ["sst2", "snli"], ["ag_news"]
+    build_mixture(cfg, out_dir=tmp_path / "mix", log=lambda m: None)
+    mix, dd = given_mixture(tmp_path / "mix", "smollm2-135m")
+    assert (mix.classification.train_tasks, mix.classification.eval_tasks) == (["sst2", "snli"], ["ag_news"])
+    assert {"sst2", "snli"} <= set(dd["train"]["dataset"]) and "ag_news" in set(dd["test"]["dataset"])

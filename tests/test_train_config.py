@@ -266,3 +266,29 @@ def test_context_packing_must_be_a_bool():
     assert load_config({"train": {"context_packing": True}}).train.context_packing is True
     with pytest.raises(ConfigError, match="train.context_packing"):
         load_config({"train": {"context_packing": "yes"}})
+
+
+def test_gpu_smollm2_paper_preset_is_the_paper_recipe_with_an_adapter_small_enough_to_ship():
+    """The paper's recipe for the embedded model; the departures (rank, batch, rate) are the preset's own."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    import activation_oracles
+    from activation_oracles.train.step import apply_lora
+
+    cfg, paper = load_config("gpu-smollm2-paper"), load_config("paper-qwen3-8b")
+    assert cfg.model.spec == "smollm2-135m" and cfg.data.mixture == "paper"  # without --data: the paper's sources
+    assert cfg.data.layer_percents == paper.data.layer_percents and cfg.train.hook_layer == paper.train.hook_layer
+    assert (cfg.train.epochs, cfg.train.max_steps, cfg.train.packing) == (1, None, True)
+    assert replace(cfg.optim, lr=paper.optim.lr) == paper.optim and cfg.lora.alpha / cfg.lora.r == 2
+    # the adapter, in float32, fits the 16 MB a device call returns per file and the package
+    shape = json.loads((Path(activation_oracles.__file__).parent / "builtin" / "model_configs"
+                        / "HuggingFaceTB--SmolLM2-135M-Instruct.json").read_text())
+    with torch.device("meta"):
+        model = apply_lora(AutoModelForCausalLM.from_config(LlamaConfig(**shape)), cfg)
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert n == 30 * cfg.lora.r * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))
+    assert 4 * n < 10 * 2**20

@@ -55,6 +55,8 @@ def demo(
     data_scale: float | None = positive_option(None, "--data-scale", help="Scale the built-in mixture's counts "
                                                "(> 0)."),
     max_per_group: int = count_option(60, "--max-per-group", help="Held-out questions per task and variant."),
+    data: str | None = typer.Option(None, "--data", help="Train and evaluate on this mixture directory (built by "
+                                    "`ao data build`) instead of the built-in offline mixture."),
 ):
     """Build the offline mixture, train an oracle (CPU, or the GPU if there is one), evaluate it against three
     baselines."""
@@ -65,7 +67,12 @@ def demo(
     load_config(preset, {})  # an unknown preset or a broken one, before anything is built
     from .demo import run_demo
 
-    run_demo(out, preset=preset, max_steps=max_steps, data_scale=data_scale, max_per_group=max_per_group)
+    if data is not None and not (Path(data) / "ao_data.json").is_file():
+        raise ValueError(f"--data {data}: not a mixture built by `ao data build` (no ao_data.json in it); build one "
+                         f"with `ao data build ... --out {data}`")
+    if data is not None and data_scale is not None:
+        raise ValueError("--data-scale scales the built-in mixture; with --data build DIR at the size you want")
+    run_demo(out, preset=preset, max_steps=max_steps, data_scale=data_scale, max_per_group=max_per_group, data=data)
 
 
 @app.command()

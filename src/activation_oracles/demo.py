@@ -77,9 +77,10 @@ def train_or_resume(preset: str, data_dir: Path, run_dir: Path, overrides: dict)
 def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str = "smollm2-135m",
              max_steps: int | None = None, data_scale: float | None = None, max_per_group: int = 60,
              overrides: dict | None = None, tasks: list[str] | None = None,
-             heldout_tasks: list[str] | None = None) -> dict:
+             heldout_tasks: list[str] | None = None, data: str | Path | None = None) -> dict:
     """`tasks`: trained tasks to evaluate (default all), `heldout_tasks`: tasks never trained on (default the
-    mixture's eval-only tasks)."""
+    mixture's eval-only tasks). `data`: a mixture directory built by `ao data build` to train and evaluate
+    on instead of the built-in offline mixture (e.g. the paper-size one)."""
     from transformers.utils import logging as hf_logging
 
     from .data import build_mixture
@@ -102,11 +103,17 @@ def run_demo(out: str | Path = "demo_out", *, preset: str = PRESET, model: str =
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(preset, {})
-    mix = demo_mixture(cfg, model, data_scale)
+    cfg = load_config(preset, dict(overrides or {}))  # (autocast as the training ran)
     warn_if_cpu_busy()
-    _stage("1/4 building the built-in offline mixture (all three task families)", t0)
-    dd = build_mixture(mix)
+    if data is None:
+        mix = demo_mixture(cfg, model, data_scale)
+        _stage("1/4 building the built-in offline mixture (all three task families)", t0)
+        dd = build_mixture(mix)
+    else:
+        if data_scale is not None:
+            raise ValueError("data_scale scales the built-in mixture; with data=DIR build DIR at the size you want")
+        mix, dd = given_mixture(data, model)
+        _stage(f"1/4 reading the mixture in {data}", t0)
     data_dir = saved_dir(dd)
     print(f"      train {len(dd['train']):,} / test {len(dd['test']):,} examples in {data_dir}", flush=True)
 
@@ -187,6 +194,15 @@ def demo_mixture(cfg, model: str, data_scale: float | None):
     from .train.dataset import builtin_mixture_config
 
     return builtin_mixture_config(cfg, scale=data_scale, model=model)
+
+
+def given_mixture(data: str | Path, model: str):
+    """A mixture built by `ao data build` (its config, its splits), refused when built for another tokenizer."""
+    from .data.config import MixtureConfig
+    from .data.mixture import load_mixture, mixture_info
+
+    dd = load_mixture(data, model=model)
+    return MixtureConfig.from_dict(mixture_info(data)["config"], where=f"{data}/ao_data.json"), dd
 
 
 def print_summary(results, summary, samples, out: Path, asked=()) -> None:

@@ -67,12 +67,13 @@ def _load_gguf(path: Path, dtype, **kwargs):
     return model, tok
 
 
-def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
-    """Safetensors copy of an embedded GGUF model, converted once and reused afterwards."""
+def embedded_model_dir(name: str = DEFAULT_MODEL, gguf: str | Path | None = None) -> Path:
+    """Safetensors copy of an embedded GGUF model, converted once and reused afterwards. `gguf`: the model's
+    GGUF file where its PyPI package is not installed (a machine the file was copied to)."""
     target = cache_dir() / "models" / name
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
         return target
-    model, tok = _load_gguf(_embedded_gguf(name), torch.float32)
+    model, tok = _load_gguf(Path(gguf) if gguf is not None else _embedded_gguf(name), torch.float32)
     # Written beside the target and renamed, so a killed conversion never leaves a half cache.
     with atomic_directory(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
