@@ -41,12 +41,13 @@ from reference_loop import reference_step  # noqa: E402
 
 from activation_oracles.hooks import _adapters_off, position_ids_from_mask  # noqa: E402
 from activation_oracles.models import decoder_layers, unwrap  # noqa: E402
+from activation_oracles.precision import autocast_ctx  # noqa: E402
 from activation_oracles.prompt import IGNORE_INDEX  # noqa: E402
 from activation_oracles.train.batching import BatchStream, collate  # noqa: E402
 from activation_oracles.train.config import load_config  # noqa: E402
 from activation_oracles.train.dataset import build_configured_mixture, open_train_data  # noqa: E402
 from activation_oracles.train.loop import _build_model, lr_lambda  # noqa: E402
-from activation_oracles.train.objective import OracleObjective, autocast_ctx, backbone_of, batch_kwargs  # noqa: E402
+from activation_oracles.train.objective import OracleObjective, backbone_of, batch_kwargs  # noqa: E402
 from activation_oracles.train.step import collate_for, make_objective, make_optimizer, train_step  # noqa: E402
 
 

@@ -161,7 +161,7 @@ def ask(
 
 
 def _token_texts(oracle, context: str, raw: bool) -> list[str]:
-    from .view.tokens import context_tokens
+    from .tokens import context_tokens
 
     return context_tokens(oracle.tokenizer, context, raw=raw, show_template=True).texts
 
@@ -250,7 +250,7 @@ def plan_command(
 ):
     """Peak memory per GPU of a training config, from the model config alone (meta device: no weights, no
     download): one line per component, whether it fits, and which setting to change if not."""
-    from .plan import plan_memory
+    from .train.plan import plan_memory
     from .train.config import load_config, parse_set
 
     plan = plan_memory(load_config(config, parse_set(set_)), gpus=gpus, gpu_memory_gb=gpu_memory, data=data)

@@ -412,7 +412,7 @@ def _preflight(cfg, acc, objective, tdata, pad_id, per_rank: int) -> None:
     from .step import preflight
 
     def advice() -> str:
-        from ..plan import plan_memory
+        from .plan import plan_memory
 
         total = torch.cuda.get_device_properties(acc.device).total_memory / 1e9 if acc.device.type == "cuda" else None
         try:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import check_int, check_number
-from .train.config import TrainConfig, apply_overrides
+from ..checks import check_int, check_number
+from .config import TrainConfig, apply_overrides
 
 GB = 1e9
 CUDA_CONTEXT = 1.0 * GB  # CUDA context, cuBLAS/cuDNN workspaces, allocator slack (rule of thumb)
@@ -79,12 +79,12 @@ class MemoryPlan:
 def plan_lengths(cfg: TrainConfig, data: str | Path | None = None) -> dict:
     """The data.max_length_percentile lengths (oracle, context, labelled targets, placeholders) of the
     mixture in `data` (or data.path), else of the shipped paper-mixture sample."""
-    from .train.synthetic import load_lengths
+    from .synthetic import load_lengths
 
     q = cfg.data.max_length_percentile
     path = data or cfg.data.path
     if path is not None:
-        from .train.dataset import _label_counts, _list_lengths, open_split
+        from .dataset import _label_counts, _list_lengths, open_split
 
         ds = open_split(Path(path), cfg.data.train_split, "data.train_split")
         cols = {"oracle": _list_lengths(ds, "input_ids"), "context": _list_lengths(ds, "context_input_ids"),
@@ -158,7 +158,7 @@ def _on_meta(fused: bool, cuda: bool):
 def _meta_model(cfg: TrainConfig, config, dtype: torch.dtype, attn: str | None):
     from transformers import AutoModelForCausalLM
 
-    from .train.step import apply_lora
+    from .step import apply_lora
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, **({"attn_implementation": attn} if attn else {}))
@@ -180,7 +180,7 @@ def _saved_bytes(objective, batch) -> float:
             seen[s._cdata] = max(seen.get(s._cdata, 0), s.nbytes())
         return t
 
-    from .train.objective import batch_kwargs
+    from .objective import batch_kwargs
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         objective(**batch_kwargs(batch))
@@ -188,8 +188,8 @@ def _saved_bytes(objective, batch) -> float:
 
 
 def _worst_batch(lengths: dict, micro: int, layers: list[int], vocab: int):
-    from .train.batching import collate
-    from .train.synthetic import synthetic_row
+    from .batching import collate
+    from .synthetic import synthetic_row
 
     rng = np.random.default_rng(0)
     rows = [synthetic_row(rng, oracle=lengths["oracle"], context=lengths["context"], k=lengths["k"],
@@ -204,9 +204,9 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
                 data: str | Path | None = None, cuda: bool = True) -> MemoryPlan:
     """Peak memory per GPU of training `cfg` on `gpus` GPUs (DDP, or FSDP when train.distributed says so).
     `cuda=False` plans a CPU run: no CUDA context, the model in its configured dtype (float32 by default)."""
-    from .families import default_attn_implementation
-    from .models import layer_from_percent, model_config
-    from .train.objective import OracleObjective
+    from ..families import default_attn_implementation
+    from ..models import layer_from_percent, model_config
+    from .objective import OracleObjective
 
     check_int(gpus, "gpus", 1)
     if gpu_memory_gb is not None:
@@ -242,7 +242,7 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
         saved = _saved_bytes(objective, batch)
 
     # weights: quantised linear layers inside the blocks at their bit width, the rest in the model dtype
-    from .models import decoder_layers, unwrap
+    from ..models import decoder_layers, unwrap
 
     base = unwrap(model)
     blocks = decoder_layers(model)
