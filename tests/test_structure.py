@@ -77,3 +77,14 @@ def test_no_package_import_cycles():
     reach = {p: reachable(p) for p in graph}
     knots = sorted(f"{a} <-> {b} ({via[a, b]})" for a in graph for b in graph[a] if a in reach[b])
     assert not knots, "packages on an import cycle (edge, one import that makes it):\n" + "\n".join(knots)
+
+
+def test_the_task_families_are_defined_once():
+    # The trainer's loss slots (train/packed.STAT_SLOTS), the mixture and the CLIs all count on one tuple.
+    homes = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TASKS" for t in node.targets)]
+    assert homes == ["data/schema.py"], homes
+    from activation_oracles.data.schema import TASKS
+    from activation_oracles.train import batching, packed
+
+    assert batching.TASKS is TASKS and (packed.DUMMY_TASK, packed.STAT_SLOTS) == (len(TASKS) + 1, len(TASKS) + 2)

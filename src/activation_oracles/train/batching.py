@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.schema import LAYERS_COLUMN
+from ..data.schema import LAYERS_COLUMN, TASKS  # a row's loss slot: its index in TASKS, len(TASKS) for any other
 from ..prompt import IGNORE_INDEX
 from ..steering import left_pad, pack_sequences
 
-TASKS = ("spqa", "classification", "context_prediction")  # the trainer's per-task losses; index 3: any other
 COLUMNS = ("input_ids", "labels", "positions", "context_input_ids", "context_positions", "layer")
 
 

@@ -12,7 +12,8 @@ import warnings
 
 import torch
 
-from .batching import TASKS, OracleBatch, collate
+from ..data.schema import TASKS
+from .batching import OracleBatch, collate
 from .objective import OracleObjective, PackedObjective, batch_kwargs
 from .packed import STAT_SLOTS, collate_packed
 
