@@ -411,8 +411,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if t.batch_tokens is not None and (not _int(t.batch_tokens) or t.batch_tokens < 1):
         raise ConfigError("train.batch_tokens", f"must be a positive integer (tokens per optimiser step) or null, "
                                                 f"got {t.batch_tokens!r}")
-    if not _int(t.seed) or t.seed < 0:
-        raise ConfigError("train.seed", f"must be an integer >= 0, got {t.seed!r}")
+    if not _int(t.seed) or not 0 <= t.seed < 2**32:
+        raise ConfigError("train.seed", f"must be an integer in [0, 2**32) (numpy's seed range), got {t.seed!r}")
     if not _int(t.hook_layer) or t.hook_layer < 0:
         raise ConfigError("train.hook_layer", f"must be a non-negative integer, got {t.hook_layer!r}")
     if not _num(t.coefficient):

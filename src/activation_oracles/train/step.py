@@ -60,6 +60,17 @@ def make_optimizer(params, cfg, device) -> torch.optim.AdamW:
     return opt
 
 
+def make_schedule(opt, total: int, warmup_ratio: float, schedule: str = "linear"):
+    """Linear warmup over int(total x warmup_ratio) steps from 0, then linear decay to 0 at `total` (or, for
+    "constant", flat): transformers' schedules, a LambdaLR (`host_lr` reads its lambda)."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warm = int(total * warmup_ratio)
+    if schedule == "constant":
+        return get_constant_schedule_with_warmup(opt, warm)
+    return get_linear_schedule_with_warmup(opt, warm, total)
+
+
 def host_lr(sched) -> float:
     """The schedule's current learning rate as a host number. A tensor lr (train.cuda_graphs) is not read
     back: it is the schedule's lambda times the configured lr, which the optimizer keeps as `ao_base_lr`."""
