@@ -88,3 +88,12 @@ def test_the_task_families_are_defined_once():
     from activation_oracles.train import batching, packed
 
     assert batching.TASKS is TASKS and (packed.DUMMY_TASK, packed.STAT_SLOTS) == (len(TASKS) + 1, len(TASKS) + 2)
+
+
+def test_no_function_over_80_lines():
+    # A function that long holds several ideas; each should get its own name. Measured from `def` to its
+    # last line, signature included.
+    long = sorted((n.end_lineno - n.lineno + 1, f"{p.relative_to(PKG)}:{n.lineno} {n.name}")
+                  for p in PKG.rglob("*.py") for n in ast.walk(ast.parse(p.read_text()))
+                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno >= 80)
+    assert not long, f"functions over 80 lines: {long}"
