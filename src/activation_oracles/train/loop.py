@@ -279,16 +279,6 @@ def _build_model(cfg: TrainConfig, device: str):
     return apply_lora(model, cfg), tok
 
 
-def _build_model(cfg: TrainConfig, device: str):
-    from ..models import load_model
-
-    model, tok = load_model(cfg.model.spec, dtype=cfg.model.dtype, device=device,
-                            quantization=cfg.model.quantization, revision=cfg.model.revision,
-                            trust_remote_code=cfg.model.trust_remote_code,
-                            attn_implementation=_attn_implementation(cfg, device))
-    return apply_lora(model, cfg), tok
-
-
 def _packed_objective(model, cfg: TrainConfig, fsdp: bool):
     """The training objective, after checking that the packed path (train.packing) computes this model's
     function; if not, or under FSDP, training goes on padded, with a warning (and config.yaml says so)."""
@@ -390,12 +380,6 @@ def _row_tokens(tdata) -> np.ndarray:
     from .dataset import _list_lengths
 
     return tdata.lengths + _list_lengths(tdata.ds, "context_input_ids")[tdata.rows]
-
-
-def _share(rows: list, rank: int, world: int) -> list:
-    """This rank's part of a global batch of any size (train.batch_tokens), as even as it can be."""
-    bounds = np.linspace(0, len(rows), world + 1).astype(int)
-    return rows[bounds[rank] : bounds[rank + 1]]
 
 
 def _share(rows: list, rank: int, world: int) -> list:
