@@ -479,7 +479,7 @@ def plan_check(model, cfg, config, layers, device, acc, args) -> dict:
     """`ao plan`'s numbers for this model and recipe next to what a step on the same worst-case batch
     really allocates (torch.cuda.max_memory_allocated: tensors only, so the plan's CUDA-context line is
     left out of the comparison)."""
-    from activation_oracles.plan import CUDA_CONTEXT, plan_memory
+    from activation_oracles.train.plan import CUDA_CONTEXT, plan_memory
 
     t0 = time.perf_counter()
     plan = plan_memory(cfg, gpus=1, gpu_memory_gb=None, cuda=device.type == "cuda")

@@ -35,7 +35,7 @@ from activation_oracles.data.classification import load_task  # noqa: E402
 from activation_oracles.eval.classification import answers, ask_about_text  # noqa: E402
 from activation_oracles.models import DEFAULT_MODEL, default_device, load_model  # noqa: E402
 from activation_oracles.steering import choice_token_ids, left_pad  # noqa: E402
-from activation_oracles.train.loop import lr_lambda  # noqa: E402
+from activation_oracles.train.step import make_schedule  # noqa: E402
 
 TRAIN = "sst2,md_gender,ner,tense"
 HELDOUT = "ag_news,language_identification,singular_plural"
@@ -147,7 +147,7 @@ def train(model, tok, tasks, train_tasks, args):
     model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0,
                                              target_modules="all-linear", task_type="CAUSAL_LM"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.steps, 0.1, "linear"))
+    sched = make_schedule(opt, args.steps, 0.1)
     model.train()
     losses, t0 = [], time.time()
     for step in range(args.steps):

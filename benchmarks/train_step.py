@@ -41,13 +41,16 @@ from reference_loop import reference_step  # noqa: E402
 
 from activation_oracles.hooks import _adapters_off, position_ids_from_mask  # noqa: E402
 from activation_oracles.models import decoder_layers, unwrap  # noqa: E402
+from activation_oracles.precision import autocast_ctx  # noqa: E402
 from activation_oracles.prompt import IGNORE_INDEX  # noqa: E402
 from activation_oracles.train.batching import BatchStream, collate  # noqa: E402
 from activation_oracles.train.config import load_config  # noqa: E402
 from activation_oracles.train.dataset import build_configured_mixture, open_train_data  # noqa: E402
-from activation_oracles.train.loop import _build_model, lr_lambda  # noqa: E402
-from activation_oracles.train.objective import OracleObjective, autocast_ctx, backbone_of, batch_kwargs  # noqa: E402
-from activation_oracles.train.step import collate_for, make_objective, make_optimizer, train_step  # noqa: E402
+from activation_oracles.train.loop import _build_model  # noqa: E402
+from activation_oracles.train.objective import OracleObjective, backbone_of, batch_kwargs  # noqa: E402
+from activation_oracles.train.step import (  # noqa: E402
+    collate_for, make_objective, make_optimizer, make_schedule, train_step,
+)
 
 
 def parse():
@@ -193,7 +196,7 @@ def main():
     acc = Accelerator(cpu=True)
     objective = make_objective(model, cfg)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, "cpu")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(1000, 0.1, "linear"))
+    sched = make_schedule(opt, 1000, 0.1)
     ref_opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                 weight_decay=cfg.optim.weight_decay) if args.reference else None
     stream = BatchStream(tdata.lengths, cfg.train.batch_size, seed=cfg.train.seed)

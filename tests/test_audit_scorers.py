@@ -7,7 +7,7 @@ import pytest
 from activation_oracles.audit.scorers import (
     domain_score, gender_named, gender_score, inflections, persona_score, ssc_lexical_score, taboo_score,
 )
-from activation_oracles.audit.stats import difference_interval, mean_interval
+from activation_oracles.intervals import difference_interval, mean_interval
 
 
 @pytest.mark.parametrize("answer, word, hit", [

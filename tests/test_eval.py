@@ -9,7 +9,8 @@ import activation_oracles as ao
 from activation_oracles.eval.classification import METHODS, evaluate_classification, group_rows, summarize
 from activation_oracles.eval.probe import probe_predictions
 from activation_oracles.eval.report import write_report
-from activation_oracles.eval.scoring import first_word, score, wilson_interval
+from activation_oracles.intervals import wilson_interval
+from activation_oracles.scoring import first_word, score
 
 
 def test_scoring_first_word():
@@ -257,7 +258,7 @@ def test_text_baseline_asks_the_base_model_about_the_tokens_the_oracle_reads(tmp
 def test_paired_difference_interval_and_the_bar_reports_it():
     from activation_oracles.eval.classification import GroupResult, MethodScore, summarize
     from activation_oracles.eval.report import bar_markdown
-    from activation_oracles.eval.scoring import paired_difference_interval
+    from activation_oracles.intervals import paired_difference_interval
 
     # d = 1, 1, 0, 0: mean 0.5, sample variance 1/3, so the mean's SE is sqrt(1/12)
     m, lo, hi = paired_difference_interval([([1, 1, 0, 0], [0, 0, 0, 0])])

@@ -327,7 +327,7 @@ def test_numbers_are_checked_in_the_api_too():
     from activation_oracles.audit.sft import SFTConfig
     from activation_oracles.data import DataError, MixtureConfig
     from activation_oracles.demo import run_demo
-    from activation_oracles.plan import plan_memory
+    from activation_oracles.train.plan import plan_memory
     from activation_oracles.train import load_config
 
     with pytest.raises(DataError, match="scale=0 must be a number > 0"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from activation_oracles.plan import plan_memory
+from activation_oracles.train.plan import plan_memory
 from activation_oracles.train import ConfigError, load_config, train
 
 GB = 1e9

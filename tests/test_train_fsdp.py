@@ -23,9 +23,9 @@ def _cfg(model_dir, out, distributed="fsdp"):
     }
 
 
-def _launch(cfg_file, mix, port, env_extra=None, resume=None):
+def _launch(cfg_file, mix, port, resume=None, kill_after=None):
     args = ["--resume", str(resume)] if resume else [str(cfg_file), "--data", str(mix)]
-    return torchrun_train(args, port, env_extra)
+    return torchrun_train(args, port, kill_after=kill_after)
 
 
 def _rows(run):
@@ -59,7 +59,7 @@ def test_two_process_fsdp_shards_evaluates_resumes_and_matches_one_process(tmp_p
 
     # the same run killed after step 3 and resumed from step 2 ends bit-identical
     (tmp_path / "resume.yaml").write_text(yaml.safe_dump(_cfg(model_dir, tmp_path / "resumed")))
-    killed = _launch(tmp_path / "resume.yaml", mix, 29542, env_extra={"AO_TRAIN_KILL_AFTER_STEP": "3"})
+    killed = _launch(tmp_path / "resume.yaml", mix, 29542, kill_after=3)
     assert killed.returncode != 0
     resumed = _launch(None, None, 29543, resume=tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-4000:]

@@ -70,8 +70,12 @@ def tiny_model_and_mixture(tmp_path: Path, tokenizer) -> tuple[Path, Path]:
     return model_dir, make_dataset(tokenizer, tmp_path / "mix")
 
 
-def torchrun_train(args: list[str], port: int, env_extra: dict | None = None, timeout: int = 600):
-    """`torchrun --nproc_per_node 2 -m activation_oracles.train ARGS`: two CPU processes (gloo)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port), "-m", "activation_oracles.train", *args]
+def torchrun_train(args: list[str], port: int, env_extra: dict | None = None, timeout: int = 600,
+                   kill_after: int | None = None):
+    """`torchrun --nproc_per_node 2 -m activation_oracles.train ARGS`: two CPU processes (gloo); with
+    `kill_after`, both SIGKILLed after that step (tests/kill_after_step.py)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1",
+           **(env_extra or {})}
+    module = ["-m", "activation_oracles.train"] if kill_after is None else ["-m", "kill_after_step", str(kill_after)]
+    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port), *module, *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

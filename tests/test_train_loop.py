@@ -117,6 +117,33 @@ def test_packed_run_follows_the_padded_run(tiny_dir, mix, tmp_path):
     assert "eval/classification/loss" in rows[1][-1]
 
 
+def test_saved_config_is_what_ran_and_metrics_reach_tensorboard(tiny_dir, mix, tmp_path, monkeypatch):
+    import yaml
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import activation_oracles.steering as steering
+
+    # a model whose forward mixes packed contexts: the run turns train.context_packing off after its check
+    monkeypatch.setattr(steering, "packing_error", lambda model: 1.0)
+    cfg = tiny_cfg(tiny_dir, tmp_path / "run", **{"train.max_steps": 3, "train.context_packing": True,
+                                                     "output.save_every": 0, "output.report_to": ["tensorboard"],
+                                                     "eval.every": 0, "eval.final": False})
+    with pytest.warns(UserWarning, match="train.context_packing: packed and padded activations"):
+        run = train(cfg, data=str(mix))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["context_packing"] is False and saved["train"]["max_steps"] == 3
+    assert [p.name for p in run.iterdir() if p.name.startswith(".") and p.name != ".ao-train.lock"] == []
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    for key in ("loss", "lr", "tokens_per_s"):
+        got = [(e.step, e.value) for e in events.Scalars(key)]
+        assert [s for s, _ in got] == [1, 2, 3]
+        assert [v for _, v in got] == pytest.approx([r[key] for r in rows], rel=1e-6)
+
+
 def test_resume_after_sigkill_matches_uninterrupted(tiny_dir, mix, tmp_path):
     import yaml
 
@@ -125,11 +152,11 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_dir, mix, tmp_path):
     full = train(tiny_cfg(tiny_dir, tmp_path / "full", **stage), data=str(mix))
     ref = losses(full)
     assert len(ref) == 6
-    # the same run in a subprocess, SIGKILLed after step 4 (checkpoint at 3)
+    # the same run in a subprocess, SIGKILLed after step 4 (checkpoint at 3) by the test-only kill_after_step
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(yaml.safe_dump(tiny_cfg(tiny_dir, tmp_path / "killed", **stage)))
-    env = {**os.environ, "AO_TRAIN_KILL_AFTER_STEP": "4", "PYTHONPATH": str(ROOT / "src")}
-    p = subprocess.run([sys.executable, "-m", "activation_oracles.train", str(cfg_file), "--data", str(mix)],
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    p = subprocess.run([sys.executable, "-m", "kill_after_step", "4", str(cfg_file), "--data", str(mix)],
                        env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == -9, p.stderr[-2000:]
     killed = tmp_path / "killed"

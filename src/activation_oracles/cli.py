@@ -75,6 +75,30 @@ def demo(
     run_demo(out, preset=preset, max_steps=max_steps, data_scale=data_scale, max_per_group=max_per_group, data=data)
 
 
+def _check_adapters(model: str, adapter: str | None, target_adapter: str | None) -> None:
+    """The adapters `ao ask` names exist (and the target's files are whole), before any model loads."""
+    from .registry import resolve_adapter
+
+    resolve_adapter(model, adapter, name="--adapter")
+    if target_adapter is not None:
+        from .adapters import verify_adapter_files
+
+        verify_adapter_files(resolve_adapter(model, target_adapter, name="--target-adapter"),
+                             f"--target-adapter {target_adapter}")
+
+
+def _text_positions(oracle, context: str, raw: bool, spec, positions: str) -> list[int]:
+    """--positions counted within the user's text: the prompt positions it picks."""
+    from .oracle import resolve_positions
+
+    span = oracle.text_positions(context, raw=raw)
+    try:
+        return [span[i] for i in resolve_positions(spec, len(span))]
+    except ValueError as e:
+        raise ValueError(f"--positions {positions!r}: {e} (your text has {len(span)} tokens; "
+                         "--include-template counts over the whole prompt)") from None
+
+
 @app.command()
 def ask(
     context: str = typer.Option(..., "--context", "-c", help="Text fed to the target model."),
@@ -123,18 +147,10 @@ def ask(
     layer_list = parse_ints(layers, "--layers")
     if not context.strip():
         raise ValueError("--context is empty: give some text")
-    from .registry import resolve_adapter
-
-    resolve_adapter(model, adapter, name="--adapter")
-    if target_adapter is not None:
-        from .adapters import verify_adapter_files
-
-        verify_adapter_files(resolve_adapter(model, target_adapter, name="--target-adapter"),
-                             f"--target-adapter {target_adapter}")
-
+    _check_adapters(model, adapter, target_adapter)
     from transformers.utils import logging as hf_logging
 
-    from .oracle import Oracle, parse_positions, resolve_positions
+    from .oracle import Oracle, parse_positions
 
     hf_logging.disable_progress_bar()
     spec = parse_positions(positions)
@@ -144,12 +160,7 @@ def ask(
     qs = question[0] if len(question) == 1 else list(question)
     oracle = Oracle.from_pretrained(model, adapter, **load)
     if not include_template:  # --positions counts within the user's text, as `ao view` shows it
-        span = oracle.text_positions(context, raw=raw)
-        try:
-            spec = [span[i] for i in resolve_positions(spec, len(span))]
-        except ValueError as e:
-            raise ValueError(f"--positions {positions!r}: {e} (your text has {len(span)} tokens; "
-                             "--include-template counts over the whole prompt)") from None
+        spec = _text_positions(oracle, context, raw, spec, positions)
     common = dict(layer=layer, layers=layer_list, layer_percent=layer_percent, positions=spec, mode=mode, raw=raw,
                   source=source, target_adapter=target_adapter, batch_size=batch_size)
     if choices:
@@ -168,7 +179,7 @@ def ask(
 
 
 def _token_texts(oracle, context: str, raw: bool) -> list[str]:
-    from .view.tokens import context_tokens
+    from .tokens import context_tokens
 
     return context_tokens(oracle.tokenizer, context, raw=raw, show_template=True).texts
 
@@ -257,7 +268,7 @@ def plan_command(
 ):
     """Peak memory per GPU of a training config, from the model config alone (meta device: no weights, no
     download): one line per component, whether it fits, and which setting to change if not."""
-    from .plan import plan_memory
+    from .train.plan import plan_memory
     from .train.config import load_config, parse_set
 
     plan = plan_memory(load_config(config, parse_set(set_)), gpus=gpus, gpu_memory_gb=gpu_memory, data=data)

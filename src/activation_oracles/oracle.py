@@ -464,7 +464,7 @@ class Oracle:
         """The positions of `text`'s own tokens in what `ask(text, raw=raw)` reads, the chat template's tokens
         (system prompt, role markers, generation prompt) left out, as `ao view` shows them. `ao ask` reads
         these by default: `positions=[p[i] for i in ...]` picks among them."""
-        from .view.tokens import context_tokens
+        from .tokens import context_tokens
 
         if not isinstance(text, str) or not text.strip():
             raise ValueError("context: text positions need a non-empty string")

@@ -55,7 +55,8 @@ def _kind_data(kind: str, opts: dict, data, rng: random.Random):
 def _data_source(data_path: str | None, od) -> str:
     if data_path is None:
         return "built-in"
-    digest = hashlib.sha256(Path(data_path).read_bytes()).hexdigest()[:16]
+    with open(data_path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
     return f"file {Path(data_path).resolve()} (sha256 {digest})"
 
 

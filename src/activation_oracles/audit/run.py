@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ..adapters import verify_adapter_files
 from ..checks import check_int, check_number
 from ..fsutil import atomic_directory
+from ..intervals import Estimate, difference_interval, mean_interval
 from .judge import RUBRICS, Judge
 from .methods import (
     METHODS, ORACLE_METHODS, Reading, Sampling, ask_oracle, logit_lens_answers, organism_replies, unrelated_prompts,
@@ -26,7 +27,6 @@ from .methods import (
 from .organism import AuditError, Organism, check_same_base
 from .protocols import AUDITS, ORGANISM_KIND, PROTOCOLS, Item, build_items, positive_class, says
 from .scorers import DOMAIN_KEYWORDS
-from .stats import Estimate, difference_interval, mean_interval
 
 
 @dataclass

@@ -7,7 +7,6 @@ deterministic loop (seeded order, linear warmup/decay, bf16 autocast) is all an 
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -17,8 +16,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..models import model_device
+from ..precision import autocast_ctx
 from ..prompt import IGNORE_INDEX, chat_ids
-from ..train.loop import lr_lambda
+from ..train.step import make_schedule
 
 
 @dataclass
@@ -131,9 +131,8 @@ def finetune_lora(model, tokenizer, conversations: list[dict], cfg: SFTConfig, *
     per_epoch = -(-len(examples) // cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps is not None else max(1, int(round(cfg.epochs * per_epoch)))
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.warmup_ratio, "linear"))
-    amp = (torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.autocast == "bf16"
-           else contextlib.nullcontext())
+    sched = make_schedule(opt, total, cfg.warmup_ratio)
+    amp = autocast_ctx(cfg.autocast, dev)
     peft_model.train()
     losses, step, t0, tokens = [], 0, time.time(), 0
     bar = tqdm(total=total, desc="sft", unit="step", disable=not progress)

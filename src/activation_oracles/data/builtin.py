@@ -15,8 +15,6 @@ from functools import lru_cache
 from .schema import NER_TYPES, DataError, ReadPrompt
 
 BUILTIN_VERSION = "2"
-BUILTIN_TRAIN_TASKS = ("geometry_of_truth", "relations", "sst2", "md_gender", "snli", "ner", "tense")
-BUILTIN_EVAL_TASKS = ("ag_news", "language_identification", "singular_plural")
 MAX_ITEMS = 3000  # contexts per task, after shuffling
 
 T = frozenset({"true"})

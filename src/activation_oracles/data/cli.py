@@ -99,8 +99,9 @@ def inspect(
     """Counts per task, variant and layer, K and J histograms, and decoded examples."""
     import numpy as np
 
-    from .report import render_example, summarize
     from .mixture import load_mixture, load_tokenizer, mixture_info
+    from .report import render_example, summarize
+    from .schema import TASKS
 
     dd, meta = load_mixture(path), mixture_info(path)
     summary = {split: summarize(dd[split]) for split in dd}
@@ -132,7 +133,7 @@ def inspect(
         # One example of each family first, so all three show up.
         tasks = train.data.column("task").to_pylist() if len(train) <= 2_000_000 else []
         picks = []
-        for t in ("spqa", "classification", "context_prediction"):
+        for t in TASKS:
             idx = [i for i, x in enumerate(tasks) if x == t]
             if idx:
                 picks.append(int(rng.choice(idx)))

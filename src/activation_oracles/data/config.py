@@ -10,9 +10,8 @@ from pathlib import Path
 import yaml
 
 from ..fsutil import TextEncodingError, read_text
-from .builtin import BUILTIN_EVAL_TASKS, BUILTIN_TRAIN_TASKS
 from .classification import ALL_TASKS, CLS_VARIANTS, EVAL_TASKS, TRAIN_TASKS
-from .schema import DataError
+from .schema import TASKS, DataError
 from .spqa import SOURCE_FILES as SPQA_FILES
 
 PACKAGED = ("builtin", "paper")
@@ -120,9 +119,7 @@ class MixtureConfig:
         return cls(
             model=model, seed=seed, allow_recycle=True,
             spqa=SpqaConfig(count=3000, test_count=300, source="builtin", test_fraction=0.15),
-            classification=ClassificationConfig(count=1500, test_count=150, source="builtin",
-                                                train_tasks=list(BUILTIN_TRAIN_TASKS),
-                                                eval_tasks=list(BUILTIN_EVAL_TASKS)),
+            classification=ClassificationConfig(count=1500, test_count=150, source="builtin"),  # the paper's tasks
             context_prediction=ContextPredictionConfig(count=6000, test_count=300, j=[1, 20]),
         ).scaled(scale)
 
@@ -188,7 +185,7 @@ class MixtureConfig:
             raise DataError(f"scale={scale!r} must be a number > 0 (every count is multiplied by it; e.g. 0.001)")
         d = self.to_dict()
         s = lambda n: max(1, int(round(n * scale))) if n else 0  # noqa: E731
-        for fam in ("spqa", "classification", "context_prediction"):
+        for fam in TASKS:
             d[fam]["count"], d[fam]["test_count"] = s(d[fam]["count"]), s(d[fam]["test_count"])
         d["classification"]["counts"] = {k: s(v) for k, v in d["classification"]["counts"].items()}
         return MixtureConfig.from_dict(d)

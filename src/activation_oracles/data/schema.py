@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-TASKS = ("spqa", "classification", "context_prediction")
+TASKS = ("spqa", "classification", "context_prediction")  # the data families; the trainer's per-task loss slots
 VARIANTS = ("single", "multi", "full", "all", "window", "past", "future")
 SPLITS = ("train", "test")
 

@@ -22,12 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..hooks import collect_activations
+from ..intervals import paired_difference_interval, wilson_interval
 from ..models import model_device
 from ..prompt import chat_ids, prompt_length
+from ..scoring import score
 from ..steering import choice_probs, generate_answers, left_pad
 from .calibration import expected_calibration_error
 from .probe import pool, probe_predictions
-from .scoring import paired_difference_interval, score, wilson_interval
 
 METHODS = ("oracle", "untrained", "no_injection", "probe")
 ALL_METHODS = (*METHODS, "text")
@@ -279,7 +280,7 @@ def _mean(results, method) -> float | None:
 
 def paired_gap(results, a: str, b: str) -> list[float] | None:
     """[mean, low, high] of accuracy(a) - accuracy(b) averaged over groups, with its 95 % interval from the
-    questions both methods answered (eval.scoring.paired_difference_interval); None without per-question hits."""
+    questions both methods answered (intervals.paired_difference_interval); None without per-question hits."""
     pairs = [(r.scores[a].hits, r.scores[b].hits) for r in results
              if a in r.scores and b in r.scores and r.scores[a].hits and r.scores[b].hits]
     if not pairs or len(pairs) < len(results):

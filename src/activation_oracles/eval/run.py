@@ -55,7 +55,7 @@ def run_eval(oracle, data, out_dir, *, tasks=None, max_per_group: int | None = 2
     oracle was trained (about twice as fast on CPUs with bf16 units); `methods`: of classification.ALL_METHODS;
     `bar`: the report shows the demo's bar part by part (results.json has the numbers either way)."""
     from ..models import model_device
-    from ..train.objective import autocast_ctx
+    from ..precision import autocast_ctx
     from .classification import SourceCache
     from .context_prediction import evaluate_context_prediction
 

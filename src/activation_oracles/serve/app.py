@@ -133,24 +133,9 @@ def create_app(oracle, *, limits: Limits | None = None, max_batch: int = 32, max
     limits = limits or Limits()
     model = model or str(getattr(oracle.model.config, "name_or_path", "") or type(oracle.model).__name__)
     adapter = adapter or ("oracle adapter" if oracle.has_oracle_adapter else "none (untrained oracle)")
-    expected = token.encode("utf-8") if token else None
     default_layers = oracle._source_layers(None, None, None)
-
-    def view_job(call: dict) -> dict:
-        questions = [call["question"]] if isinstance(call["question"], str) else call["question"]
-        toks = context_tokens(oracle.tokenizer, call["context"], raw=call["raw"])
-        if len(toks.ids) > limits.context_tokens:
-            raise LimitError("context", limits.context_tokens, len(toks.ids), "context tokens")
-        if len(toks.shown) * len(questions) > limits.positions:
-            raise LimitError("positions", limits.positions, len(toks.shown) * len(questions),
-                             "positions read over all queries (tokens x questions)")
-        v = compute_view(oracle, call["context"], questions, kind=call["kind"], choices=tuple(call["choices"]),
-                         layer=call["layer"], layer_percent=call["layer_percent"], raw=call["raw"],
-                         max_new_tokens=call["max_new_tokens"], batch_size=batch_size, model=model, adapter=adapter)
-        return {"html": render_fragment(v), "tokens": len(v.tokens.shown), "kinds": [q.kind for q in v.questions]}
-
     batcher = Batcher(oracle, max_batch=max_batch, max_wait_ms=max_wait_ms, batch_size=batch_size,
-                      check=limits.check_plan, view=view_job)
+                      check=limits.check_plan, view=_view_job(oracle, limits, batch_size, model, adapter))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -162,31 +147,7 @@ def create_app(oracle, *, limits: Limits | None = None, max_batch: int = 32, max
                               "forwards. See docs/serve.md.")
     app.state.batcher, app.state.limits = batcher, limits
     app.add_middleware(BodyLimit, limit=limits.body_bytes)
-
-    @app.exception_handler(HTTPError)
-    async def _http_error(request, e: HTTPError):
-        return e.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request, e: RequestValidationError):
-        errors = e.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        loc = [str(x) for x in first.get("loc", ())][1:]  # after "body"
-        # a body that is not JSON at all is located by character offset: the field is the body
-        field = "body" if first.get("type") == "json_invalid" or not loc else loc[0]
-        msg = f"{'.'.join(loc) if field != 'body' else 'body'}: {first.get('msg')}"
-        detail = [{"loc": list(x.get("loc", ())), "msg": x.get("msg"), "type": x.get("type")} for x in errors[:20]]
-        return HTTPError(422, msg, field, errors=json.loads(json.dumps(detail, default=str))).response()
-
-    async def auth(request: Request):
-        if expected is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        # compare_digest: the time taken does not tell how much of the token was right
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode("utf-8"), expected):
-            raise HTTPError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
-                            "Authorization")
+    _error_handlers(app)
 
     async def run(kind: str, call: dict, fields):
         try:
@@ -202,7 +163,7 @@ def create_app(oracle, *, limits: Limits | None = None, max_batch: int = 32, max
             raise _as_http_error(e, ()) from None
         return call
 
-    v1 = [Depends(auth)]
+    v1 = [Depends(_bearer_auth(token))]
 
     @app.post("/v1/ask", response_model=Answers, dependencies=v1, summary="Oracle.ask")
     async def ask(req: AskRequest):
@@ -230,24 +191,84 @@ def create_app(oracle, *, limits: Limits | None = None, max_batch: int = 32, max
                 "num_layers": oracle.num_layers, "hook_layer": oracle.hook_layer,
                 "default_layers": default_layers, "limits": limits.to_dict(),
                 "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "batch_size": batch_size},
-                "counters": batcher.snapshot(), "rss_mb": rss_mb(), "auth": expected is not None}
+                "counters": batcher.snapshot(), "rss_mb": rss_mb(), "auth": bool(token)}
 
     @app.get("/health", summary="liveness (no auth)")
     async def health():
         return {"status": "ok"}
 
-    page = (_HERE / "live.html").read_text(encoding="utf-8")
-    view_dir = files("activation_oracles.view")
-    page = (page.replace("/*VIEW_CSS*/", (view_dir / "page.css").read_text(encoding="utf-8"))
-                .replace("/*VIEW_JS*/", (view_dir / "page.js").read_text(encoding="utf-8"))
-                .replace("/*LIVE_JS*/", (_HERE / "live.js").read_text(encoding="utf-8"))
-                .replace("/*VERSION*/", __version__))
+    page = _live_page()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def live_page():
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     return app
+
+
+def _view_job(oracle, limits: Limits, batch_size: int, model: str, adapter: str):
+    """The batcher's "view" job: `ao view` on one text, within the limits, as the live page's fragment."""
+
+    def view_job(call: dict) -> dict:
+        questions = [call["question"]] if isinstance(call["question"], str) else call["question"]
+        toks = context_tokens(oracle.tokenizer, call["context"], raw=call["raw"])
+        if len(toks.ids) > limits.context_tokens:
+            raise LimitError("context", limits.context_tokens, len(toks.ids), "context tokens")
+        if len(toks.shown) * len(questions) > limits.positions:
+            raise LimitError("positions", limits.positions, len(toks.shown) * len(questions),
+                             "positions read over all queries (tokens x questions)")
+        v = compute_view(oracle, call["context"], questions, kind=call["kind"], choices=tuple(call["choices"]),
+                         layer=call["layer"], layer_percent=call["layer_percent"], raw=call["raw"],
+                         max_new_tokens=call["max_new_tokens"], batch_size=batch_size, model=model, adapter=adapter)
+        return {"html": render_fragment(v), "tokens": len(v.tokens.shown), "kinds": [q.kind for q in v.questions]}
+
+    return view_job
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error as the API's JSON error (status, message, field); invalid bodies name their first field."""
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(request, e: HTTPError):
+        return e.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, e: RequestValidationError):
+        errors = e.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        loc = [str(x) for x in first.get("loc", ())][1:]  # after "body"
+        # a body that is not JSON at all is located by character offset: the field is the body
+        field = "body" if first.get("type") == "json_invalid" or not loc else loc[0]
+        msg = f"{'.'.join(loc) if field != 'body' else 'body'}: {first.get('msg')}"
+        detail = [{"loc": list(x.get("loc", ())), "msg": x.get("msg"), "type": x.get("type")} for x in errors[:20]]
+        return HTTPError(422, msg, field, errors=json.loads(json.dumps(detail, default=str))).response()
+
+
+def _bearer_auth(token: str | None):
+    """The /v1/ dependency: with a token, `Authorization: Bearer <token>` or 401; without, open."""
+    expected = token.encode("utf-8") if token else None
+
+    async def auth(request: Request):
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        # compare_digest: the time taken does not tell how much of the token was right
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode("utf-8"), expected):
+            raise HTTPError(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
+                            "Authorization")
+
+    return auth
+
+
+def _live_page() -> str:
+    """live.html with the viewer's CSS and JS and the live page's script inlined (one self-contained page)."""
+    page = (_HERE / "live.html").read_text(encoding="utf-8")
+    view_dir = files("activation_oracles.view")
+    return (page.replace("/*VIEW_CSS*/", (view_dir / "page.css").read_text(encoding="utf-8"))
+                .replace("/*VIEW_JS*/", (view_dir / "page.js").read_text(encoding="utf-8"))
+                .replace("/*LIVE_JS*/", (_HERE / "live.js").read_text(encoding="utf-8"))
+                .replace("/*VERSION*/", __version__))
 
 
 def rss_mb() -> float:

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.schema import LAYERS_COLUMN
+from ..data.schema import LAYERS_COLUMN, TASKS  # a row's loss slot: its index in TASKS, len(TASKS) for any other
 from ..prompt import IGNORE_INDEX
 from ..steering import left_pad, pack_sequences
 
-TASKS = ("spqa", "classification", "context_prediction")  # the trainer's per-task losses; index 3: any other
 COLUMNS = ("input_ids", "labels", "positions", "context_input_ids", "context_positions", "layer")
 
 
@@ -295,18 +294,12 @@ def deepest_layer(rows) -> int:
     return max(max(layer_tuple(source_layers(r))) for r in rows)
 
 
-def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1,
-            context_group_overhead: float = 0, context_packing: bool = False) -> OracleBatch:
-    """Rows with the data schema's columns -> OracleBatch. A context shared by several rows runs once.
-    Distinct contexts run in groups, each group's forward stopping after the deepest layer its rows read:
-    - `context_packing`: contexts concatenated into single rows without padding (position ids restart at
-      each context; the model's packed-sequence mask keeps them apart), one per group of deepest layers
-      (`pack_by_depth`: one group per depth, or fewer when `context_group_overhead` makes a forward dear);
-    - else length groups, left-padded: `chunk_by_length` with `context_pad_tolerance`, or `group_by_cost`
-      when `context_group_overhead` (tokens) is set."""
+def _distinct_contexts(rows: list[dict]) -> tuple[dict[tuple, int], list[list[int]], list[int]]:
+    """Each distinct context once: (its index by ids, the contexts, per context the deepest layer a row reads
+    from it)."""
     ctx_index: dict[tuple, int] = {}
     contexts: list[list[int]] = []
-    depth: list[int] = []  # per context, the deepest layer a row reads from it
+    depth: list[int] = []
     for r in rows:
         key = tuple(r["context_input_ids"])
         deepest = max(layer_tuple(source_layers(r)))
@@ -317,14 +310,13 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
         else:
             c = ctx_index[key]
             depth[c] = max(depth[c], deepest)
-    lengths = [len(c) for c in contexts]
-    if context_packing:
-        groups = pack_by_depth(depth, lengths, context_group_overhead)
-    elif context_group_overhead > 0:
-        groups = group_by_cost(lengths, context_group_overhead)
-    else:
-        groups = chunk_by_length(lengths, context_pad_tolerance)
-    where: dict[int, tuple[int, int, int]] = {}  # context -> (group, row, offset of its first token)
+    return ctx_index, contexts, depth
+
+
+def _context_tensors(contexts: list[list[int]], groups: list[list[int]], pad_id: int, context_packing: bool):
+    """Per group, its contexts packed into one row or left-padded: (ids, masks, position ids, and per context
+    (group, row, offset of its first token))."""
+    where: dict[int, tuple[int, int, int]] = {}
     ctx_ids, ctx_mask, ctx_pos = [], [], []
     for g, members in enumerate(groups):
         if context_packing:
@@ -341,6 +333,27 @@ def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1
         ctx_pos.append(None)
         for row, c in enumerate(members):
             where[c] = (g, row, off_g[row])
+    return ctx_ids, ctx_mask, ctx_pos, where
+
+
+def collate(rows: list[dict], pad_id: int, *, context_pad_tolerance: float = 0.1,
+            context_group_overhead: float = 0, context_packing: bool = False) -> OracleBatch:
+    """Rows with the data schema's columns -> OracleBatch. A context shared by several rows runs once.
+    Distinct contexts run in groups, each group's forward stopping after the deepest layer its rows read:
+    - `context_packing`: contexts concatenated into single rows without padding (position ids restart at
+      each context; the model's packed-sequence mask keeps them apart), one per group of deepest layers
+      (`pack_by_depth`: one group per depth, or fewer when `context_group_overhead` makes a forward dear);
+    - else length groups, left-padded: `chunk_by_length` with `context_pad_tolerance`, or `group_by_cost`
+      when `context_group_overhead` (tokens) is set."""
+    ctx_index, contexts, depth = _distinct_contexts(rows)
+    lengths = [len(c) for c in contexts]
+    if context_packing:
+        groups = pack_by_depth(depth, lengths, context_group_overhead)
+    elif context_group_overhead > 0:
+        groups = group_by_cost(lengths, context_group_overhead)
+    else:
+        groups = chunk_by_length(lengths, context_pad_tolerance)
+    ctx_ids, ctx_mask, ctx_pos, where = _context_tensors(contexts, groups, pad_id, context_packing)
     ids, mask, off = left_pad([r["input_ids"] for r in rows], pad_id)
     labels = torch.full_like(ids, IGNORE_INDEX)
     src, inject = [], []

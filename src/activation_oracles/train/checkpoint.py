@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ..fsutil import atomic_directory, fsync_path
-from ..oracle_config import AO_CONFIG, PROMPT_FORMAT
+from ..oracle_config import ADAPTER_WEIGHTS, AO_CONFIG, PROMPT_FORMAT
+from .config import ConfigError
 
 MANIFEST = "MANIFEST.json"
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -37,11 +38,8 @@ class CheckpointError(RuntimeError):
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_manifest(directory: Path, meta: dict | None = None) -> None:
@@ -225,3 +223,123 @@ def prune(run_dir: Path, keep_last: int | None) -> None:
         return
     for _, p in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(p, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the trainer's save and load
+
+
+def _adapter_state(raw_objective, fsdp):
+    """Under FSDP, the full LoRA weights gathered from the shards (every rank calls it); else None."""
+    if not fsdp:
+        return None
+    from peft import get_peft_model_state_dict
+
+    from .fsdp import full_lora_state
+
+    return get_peft_model_state_dict(raw_objective.model, state_dict=full_lora_state(raw_objective))
+
+
+def save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir, layers, fsdp) -> None:
+    """Every rank writes its own RNG state (and under FSDP its optimizer shard) into rank 0's staging
+    directory; rank 0 adds the adapter, scheduler and cursor, seals it and renames it into place."""
+    from accelerate.utils import broadcast_object_list
+
+    main = acc.is_main_process
+    final = run_dir / "checkpoints" / f"step_{step}"
+    with atomic_directory(final, fsync=True) if main else contextlib.nullcontext() as tmp:
+        where = [str(tmp) if main else None]
+        if acc.num_processes > 1:
+            broadcast_object_list(where)
+        tmp = Path(where[0])
+        torch.save(rng_state(), tmp / f"rng_rank{acc.process_index}.pt")
+        if fsdp:
+            from .fsdp import save_optimizer
+
+            save_optimizer(raw_objective, opt, tmp / "optimizer")
+        state = _adapter_state(raw_objective, fsdp)
+        if main:
+            save_adapter(raw_objective.model, tmp, ao_config(cfg, layers=layers, step=step), state_dict=state)
+            if not fsdp:
+                torch.save(opt.state_dict(), tmp / "optimizer.pt")  # DDP: identical on every rank
+            torch.save(sched.state_dict(), tmp / "scheduler.pt")
+            (tmp / "trainer_state.json").write_text(json.dumps({
+                "step": step, **stream.state_dict(), "world_size": acc.num_processes,
+                "seed": cfg.train.seed, "batch_size": cfg.train.batch_size, "fsdp": fsdp,
+                "batch_tokens": cfg.train.batch_tokens,
+            }, indent=1))
+        acc.wait_for_everyone()  # every rank's files are in before the manifest seals them
+        if main:
+            write_manifest(tmp, {"step": step})
+    if main:
+        prune(run_dir, cfg.output.keep_last)
+    acc.wait_for_everyone()
+
+
+def save_final_adapter(cfg, acc, raw_objective, run_dir, layers, step, fsdp) -> None:
+    """RUN/adapter: the trained adapter, sealed like a checkpoint (every rank calls it)."""
+    state = _adapter_state(raw_objective, fsdp)
+    if acc.is_main_process:
+        atomic_dir(run_dir / "adapter",
+                   lambda d: save_adapter(raw_objective.model, d, ao_config(cfg, layers=layers, step=step),
+                                          state_dict=state),
+                   manifest_meta={"step": step})
+    acc.wait_for_everyone()
+
+
+def load_adapter_weights(ckpt: Path, peft_model, field: str | None = None) -> None:
+    """A checkpoint's adapter (verified against its manifest), or with `field` a saved adapter to start from
+    (verified when it has a manifest; published adapters have none). Every LoRA weight must be set."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if field is None or (ckpt / MANIFEST).is_file():
+        verify(ckpt)  # again, right before loading
+    weights = load_file(str(ckpt / ADAPTER_WEIGHTS), device=str(next(peft_model.parameters()).device))
+    try:
+        result = set_peft_model_state_dict(peft_model, weights)
+    except RuntimeError as err:  # size mismatch: another rank or another model
+        if field is None:
+            raise
+        raise ConfigError(field, f"{ckpt}: its weights do not fit this model's LoRA (set lora.r and "
+                                 f"lora.target_modules as the adapter was trained): {str(err)[:300]}") from None
+    if getattr(result, "unexpected_keys", None):
+        raise ConfigError(field or "resume", f"{ckpt}: adapter has unexpected keys {result.unexpected_keys[:5]}")
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise ConfigError(field or "resume", f"{ckpt}: adapter lacks {len(missing)} LoRA weights of this model "
+                                             f"(e.g. {missing[0]}); set lora.target_modules as it was trained")
+
+
+def load_training_state(ckpt: Path, raw_objective, opt, sched, stream, rank: int, fsdp: bool) -> int:
+    """Optimizer, schedule, data cursor and this rank's RNG from a checkpoint; returns its step."""
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    if state.get("batch_tokens") != stream.main.budget:
+        raise ConfigError("train.batch_tokens", f"the checkpoint {ckpt} was written with batch_tokens "
+                                                f"{state.get('batch_tokens')}, not {stream.main.budget}")
+    if state.get("batch_size") != stream.batch_size:
+        raise ConfigError("train.batch_size", f"the checkpoint {ckpt} was written with batch size "
+                                              f"{state.get('batch_size')}, not {stream.batch_size}")
+    if bool(state.get("fsdp")) != fsdp:
+        raise CheckpointError(f"{ckpt}: written {'with' if state.get('fsdp') else 'without'} FSDP "
+                              f"({state.get('world_size')} processes); resume it the same way")
+    if fsdp:
+        if state.get("world_size") != torch.distributed.get_world_size():
+            raise CheckpointError(f"{ckpt}: its optimizer is sharded over {state.get('world_size')} FSDP processes; "
+                                  "resume with as many")
+        from .fsdp import load_optimizer
+
+        load_optimizer(raw_objective, opt, ckpt / "optimizer")
+    else:
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+    sched.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True))
+    try:
+        stream.load_state_dict(state, int(state["step"]))
+    except ValueError as err:
+        raise ConfigError("data.curriculum", f"{ckpt}: {err}") from None
+    rng_file = ckpt / f"rng_rank{rank}.pt"
+    if rng_file.exists():
+        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+    else:
+        warnings.warn(f"{ckpt} has no RNG state for rank {rank} (saved with {state.get('world_size')} processes); "
+                      "dropout masks will differ from an uninterrupted run", stacklevel=2)
+    return int(state["step"])

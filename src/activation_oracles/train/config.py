@@ -309,7 +309,13 @@ def _validate_mix(mix, name: str) -> None:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check types and ranges; raise ConfigError naming the first bad field. Touches no model or data."""
-    m, dc, lo, o, t, e, out = cfg.model, cfg.data, cfg.lora, cfg.optim, cfg.train, cfg.eval, cfg.output
+    for check in (_validate_model_data, _validate_lora_optim, _validate_train, _validate_eval_output):
+        check(cfg)
+    return cfg
+
+
+def _validate_model_data(cfg: TrainConfig) -> None:
+    m, dc = cfg.model, cfg.data
     if not isinstance(m.spec, str) or not m.spec:
         raise ConfigError("model.spec", "must be a non-empty model spec (embedded name, directory or hub id)")
     if m.dtype not in (None, "float32", "bfloat16", "float16"):
@@ -346,6 +352,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                                                f"to non-negative weights, at least one positive; got {dc.task_weights!r}")
     _validate_curriculum(dc.curriculum)
     _validate_exclude(dc.exclude)
+
+
+def _validate_lora_optim(cfg: TrainConfig) -> None:
+    lo, o = cfg.lora, cfg.optim
     if not _int(lo.r) or lo.r < 1:
         raise ConfigError("lora.r", f"must be a positive integer, got {lo.r!r}")
     if not _num(lo.alpha) or lo.alpha <= 0:
@@ -373,6 +383,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("optim.schedule", f"{o.schedule!r} is not one of linear, constant")
     if not _num(o.max_grad_norm) or o.max_grad_norm < 0:
         raise ConfigError("optim.max_grad_norm", f"must be >= 0 (0 disables clipping), got {o.max_grad_norm!r}")
+
+
+def _validate_train(cfg: TrainConfig) -> None:
+    m, t = cfg.model, cfg.train
     if not _int(t.batch_size) or t.batch_size < 1:
         raise ConfigError("train.batch_size", f"must be a positive integer, got {t.batch_size!r}")
     if not _int(t.grad_accum) or t.grad_accum < 1:
@@ -411,8 +425,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if t.batch_tokens is not None and (not _int(t.batch_tokens) or t.batch_tokens < 1):
         raise ConfigError("train.batch_tokens", f"must be a positive integer (tokens per optimiser step) or null, "
                                                 f"got {t.batch_tokens!r}")
-    if not _int(t.seed) or t.seed < 0:
-        raise ConfigError("train.seed", f"must be an integer >= 0, got {t.seed!r}")
+    if not _int(t.seed) or not 0 <= t.seed < 2**32:
+        raise ConfigError("train.seed", f"must be an integer in [0, 2**32) (numpy's seed range), got {t.seed!r}")
     if not _int(t.hook_layer) or t.hook_layer < 0:
         raise ConfigError("train.hook_layer", f"must be a non-negative integer, got {t.hook_layer!r}")
     if not _num(t.coefficient):
@@ -428,6 +442,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                                                f"{m.quantization} (bitsandbytes); use distributed: ddp, the paper's "
                                                "setup for Llama-3.3-70B (DDP with 8-bit weights on 4 GPUs), or "
                                                "drop the quantization and shard bf16 weights with fsdp")
+
+
+def _validate_eval_output(cfg: TrainConfig) -> None:
+    e, out = cfg.eval, cfg.output
     for name in ("every", "max_examples", "max_loss_examples"):
         v = getattr(e, name)
         if not _int(v) or v < 0:
@@ -446,7 +464,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("output.log_every", f"must be a positive integer, got {out.log_every!r}")
     if not isinstance(out.report_to, list) or any(r not in ("tensorboard", "wandb") for r in out.report_to):
         raise ConfigError("output.report_to", f"must be a list drawn from tensorboard, wandb; got {out.report_to!r}")
-    return cfg
 
 
 def load_config(name_or_path: str | Path | dict | TrainConfig | None = None,

@@ -6,10 +6,11 @@ from collections import defaultdict
 
 import torch
 
-from ..eval.scoring import YES_NO, first_word, score
+from ..scoring import YES_NO, first_word, score
+from ..precision import autocast_ctx
 from ..prompt import prompt_length
 from ..steering import generate_answers
-from .objective import autocast_ctx, batch_kwargs, collect_groups, gather_vectors
+from .objective import batch_kwargs, collect_groups, gather_vectors
 from .step import _sharded, collate_for, collate_padded
 
 

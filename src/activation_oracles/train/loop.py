@@ -4,6 +4,7 @@
         validate config + open data       (no model yet: config errors come first)
         Accelerator (DDP/FSDP when launched with several processes)
         load base model, wrap in LoRA, AdamW, warmup/decay schedule, maybe resume a checkpoint
+        config.yaml                       (once, after every setting the build may change)
         for each optimiser step:
             global batch from the group-by-length stream; this rank takes its slice
             for each micro-batch: context forward (adapter off) -> inject -> CE at labels -> backward
@@ -13,24 +14,22 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import random
-import signal
 import time
 import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..oracle_config import ADAPTER_WEIGHTS
+from ..fsutil import atomic_write_text
 from .batching import StagedStream, deepest_layer
 from .checkpoint import (
-    MANIFEST, CheckpointError, ao_config, atomic_dir, disk_errors, latest_complete, prune, rng_state, save_adapter,
-    set_rng_state, verify, write_manifest,
+    MANIFEST, disk_errors, latest_complete, load_adapter_weights, load_training_state, rng_state, save_checkpoint,
+    save_final_adapter, set_rng_state,
 )
 from .config import ConfigError, TrainConfig, load_config
 from .dataset import (
@@ -38,28 +37,15 @@ from .dataset import (
     resolve_data_dir,
 )
 from .graphs import make_stepper
-from .rundir import check_resume_steps, own_run_dir
-from .step import apply_lora, check_context_packing, make_objective, make_optimizer, train_step
+from .metrics import MetricsWriter, metrics_row
+from .rundir import CONFIG_FILE, check_resume_steps, own_run_dir
+from .step import apply_lora, check_context_packing, make_objective, make_optimizer, make_schedule, train_step
 
 
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+    from transformers import set_seed
 
-
-def lr_lambda(total: int, warmup_ratio: float, schedule: str):
-    """Linear warmup over int(total x warmup_ratio) steps from 0, then linear decay to 0 (or flat)."""
-    warm = int(total * warmup_ratio)
-
-    def f(step: int) -> float:
-        if step < warm:
-            return step / max(1, warm)
-        if schedule == "constant":
-            return 1.0
-        return max(0.0, (total - step) / max(1, total - warm))
-
-    return f
+    set_seed(seed)  # python, numpy, torch (CPU and every GPU)
 
 
 def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
@@ -68,63 +54,202 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     return max(1, int(math.floor(cfg.train.epochs * batches_per_epoch)))
 
 
-class MetricsWriter:
-    """metrics.jsonl (always), plus TensorBoard / W&B when asked for and installed."""
+@dataclass
+class Run:
+    """One run's parts, built once by `train` and read by the loop."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, *, keep_until: int | None, enabled: bool):
-        self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-        self.tb = self.wandb = None
-        if not enabled:
-            return
-        if keep_until is not None and self.path.exists():  # resume: drop rows past the checkpoint
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= keep_until]
-            self.path.write_text("".join(k + "\n" for k in kept))
-        elif keep_until is None:
-            self.path.write_text("")
-        self.f = open(self.path, "a")
-        if "tensorboard" in cfg.output.report_to:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ConfigError("output.report_to", "tensorboard is not installed: pip install tensorboard") from None
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        if "wandb" in cfg.output.report_to:
-            try:
-                import wandb
-            except ImportError:
-                raise ConfigError("output.report_to", "wandb is not installed: pip install wandb") from None
-            self.wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "activation-oracles"),
-                                    name=run_dir.name, config=cfg.to_dict(), dir=str(run_dir))
+    cfg: TrainConfig
+    acc: Any  # accelerate.Accelerator
+    run_dir: Path
+    tdata: Any = None  # dataset.TrainData
+    eval_ds: Any = None
+    stream: StagedStream | None = None
+    total: int = 0  # optimiser steps of the whole run
+    tok: Any = None
+    layers: list[int] = field(default_factory=list)
+    fsdp: bool = False
+    shapes: Any = None  # shapes.ShapeBuckets or None
+    objective: Any = None  # as the accelerator prepared it
+    raw: Any = None  # the unwrapped objective (evaluation, checkpoints)
+    opt: Any = None
+    sched: Any = None
+    stepper: Any = None  # graphs.make_stepper's captured step, or None
+    start: int = 0  # the resumed checkpoint's step
 
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
-        step = row.get("step", 0)
-        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, step)
-        if self.wandb is not None:
-            self.wandb.log(scalars, step=step)
+    @property
+    def pad_id(self) -> int:
+        return self.tok.pad_token_id
 
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        self.f.close()
-        if self.tb is not None:
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
+    @property
+    def budget(self) -> int | None:
+        return self.cfg.train.batch_tokens
+
+
+def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | None = None,
+          out: str | None = None, resume: str | None = None, overrides: dict | None = None,
+          overwrite: bool = False, callbacks: Iterable[Callable[[int], None]] = ()) -> Path:
+    """Train an oracle adapter; returns the run directory (metrics.jsonl, checkpoints/, adapter/).
+    The run owns its directory while it writes it (train.rundir): a directory holding another run is refused
+    unless `overwrite` (which deletes that run first). Each of `callbacks` is called with the step number
+    after every optimiser step, once its metrics row and checkpoint are written."""
+    if resume is not None and overwrite:
+        raise ConfigError("resume", "overwrite starts afresh and resume continues: give one of them")
+    cfg, run_dir, ckpt_dir, data_dir = prepare(config, data=data, out=out, resume=resume, overrides=overrides)
+    acc = _make_accelerator(cfg)
+    main = acc.is_main_process
+    with own_run_dir(run_dir, cfg, resumed=ckpt_dir is not None, overwrite=overwrite, main=main):
+        run = _open_data(Run(cfg, acc, run_dir), ckpt_dir, data_dir)  # data errors before any model
+        seed_everything(cfg.train.seed)
+        _build_objective(run, ckpt_dir)  # base model + LoRA; packing checked (it may be turned off)
+        _build_optimizer(run, ckpt_dir)  # AdamW + schedule, resumed state, preflight, captured step
+        if main:
+            atomic_write_text(run_dir / CONFIG_FILE, cfg.to_yaml())  # the settings that run, all decided
+        writer = MetricsWriter(run_dir, cfg, keep_until=run.start if ckpt_dir is not None else None, enabled=main)
+        try:
+            _steps(run, writer, list(callbacks))
+            with disk_errors(run_dir):
+                save_final_adapter(cfg, acc, run.raw, run_dir, run.layers, run.total, run.fsdp)
+        finally:
+            writer.close()
+        acc.wait_for_everyone()
+    return run_dir
 
 
 def _make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
 
     return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def _open_data(run: Run, ckpt_dir: Path | None, data_dir: Path | None) -> Run:
+    """The mixture (built first when the config names a recipe), its batch stream and the run's length."""
+    cfg, acc = run.cfg, run.acc
+    if data_dir is None:  # data.mixture: rank 0 builds (or reuses) it, the others then read it
+        with acc.main_process_first():
+            data_dir = build_configured_mixture(cfg, progress=acc.is_main_process and cfg.output.progress)
+    check_data_tokenizer(cfg, data_dir)  # before the model: token ids of another tokenizer mean other tokens
+    run.tdata = tdata = open_train_data(cfg, data_dir)  # checks the batch size against the data, before any model
+    run.eval_ds = open_split(data_dir, cfg.data.eval_split, "data.eval_split")
+    per_step, world = cfg.train.batch_size, acc.num_processes
+    if run.budget is None and per_step % (world * cfg.train.grad_accum):
+        raise ConfigError("train.batch_size", f"{per_step} must be divisible by processes x grad_accum = "
+                                              f"{world} x {cfg.train.grad_accum}")
+    run.stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
+                              stages=tdata.stages, costs=_row_tokens(tdata) if run.budget else None,
+                              budget=run.budget)
+    run.total = total_steps(cfg, run.stream.main.batches_per_epoch() if run.budget else len(tdata) // per_step)
+    check_resume_steps(ckpt_dir, run.total)
+    stage_steps = sum(steps for steps, _ in tdata.stages)
+    if stage_steps and stage_steps >= run.total:  # e.g. a preset cut short with --max-steps for a smoke test
+        warnings.warn(f"data.curriculum: the stages take {stage_steps} steps and the run only {run.total}, so it "
+                      "ends inside the curriculum and never reaches the whole data", stacklevel=3)
+    return run
+
+
+def _build_objective(run: Run, ckpt_dir: Path | None) -> None:
+    """Base model + LoRA (the checkpoint's or lora.init_from's weights loaded), and the objective that trains
+    it; the packing checks may turn train.context_packing / train.packing off (config.yaml says so)."""
+    cfg, acc = run.cfg, run.acc
+    model, run.tok = _build_model(cfg, str(acc.device))
+    run.layers = _check_layers(cfg, model, run.tdata)
+    run.fsdp = acc.num_processes > 1 and cfg.train.distributed == "fsdp"
+    check_context_packing(model, cfg, sharded=run.fsdp)
+    if ckpt_dir is not None:
+        load_adapter_weights(ckpt_dir, model)  # before sharding: every rank loads the full adapter
+    elif cfg.lora.init_from:
+        load_adapter_weights(Path(cfg.lora.init_from).expanduser(), model, field="lora.init_from")
+    run.objective = _packed_objective(model, cfg, run.fsdp)
+    run.shapes = _shape_buckets(cfg, run.tdata, acc.num_processes, run.layers)
+
+
+def _build_optimizer(run: Run, ckpt_dir: Path | None) -> None:
+    """AdamW and the warmup/decay schedule on the (maybe sharded) objective, the checkpoint's state, the OOM
+    preflight and the captured step."""
+    cfg, acc, objective = run.cfg, run.acc, run.objective
+    if run.fsdp:
+        from .fsdp import shard
+
+        objective = shard(objective)  # the optimizer must see the sharded parameters
+    run.opt = make_optimizer([p for p in objective.parameters() if p.requires_grad], cfg, acc.device)
+    run.sched = make_schedule(run.opt, run.total, cfg.optim.warmup_ratio, cfg.optim.schedule)
+    if run.fsdp:
+        run.objective, run.opt = objective, acc.prepare(run.opt)
+    else:
+        run.objective, run.opt = acc.prepare(objective, run.opt)
+    run.raw = acc.unwrap_model(run.objective)
+    if ckpt_dir is not None:
+        run.start = load_training_state(ckpt_dir, run.raw, run.opt, run.sched, run.stream, acc.process_index,
+                                        run.fsdp)
+    if cfg.train.preflight or (cfg.train.preflight is None and acc.device.type == "cuda"):
+        _preflight(run)
+    run.stepper = make_stepper(cfg, acc, run.objective, run.opt, run.sched, run.shapes)
+
+
+def _steps(run: Run, writer: MetricsWriter, callbacks: list) -> None:
+    """The optimiser steps from the resumed one to the last: metrics, evaluations and checkpoints on schedule."""
+    cfg = run.cfg
+    bar = _progress_bar(run)
+    step, since, t_log = run.start, 0, time.perf_counter()  # steps and time since the last read-back
+    try:
+        if cfg.eval.initial and run.start == 0 and run.eval_ds is not None:
+            writer.write({"step": 0, **_evaluate(run)})
+        while step < run.total:
+            stats = _step(run)
+            step, since = step + 1, since + 1
+            if bar is not None:
+                bar.update(1)
+            do_eval = run.eval_ds is not None and ((cfg.eval.every and step % cfg.eval.every == 0)
+                                                   or (cfg.eval.final and step == run.total))
+            if step % cfg.output.log_every == 0 or step == run.total or do_eval:  # (between them, nothing is read back)
+                row = metrics_row(stats.read(), step, run.stream.cursor.epoch, (time.perf_counter() - t_log) / since)
+                writer.write(_report(run, row, do_eval, bar))
+                since, t_log = 0, time.perf_counter()
+            if (cfg.output.save_every and step % cfg.output.save_every == 0) or step == run.total:
+                with disk_errors(run.run_dir):
+                    save_checkpoint(cfg, run.acc, run.raw, run.opt, run.sched, run.stream, step, run.run_dir,
+                                    run.layers, run.fsdp)
+                t_log = time.perf_counter() if since == 0 else t_log  # (a logged step: saving is not step time)
+            for callback in callbacks:
+                callback(step)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _step(run: Run):
+    """One optimiser step on the next global batch, of which this rank takes its share."""
+    cfg, acc = run.cfg, run.acc
+    world, rank = acc.num_processes, acc.process_index
+    gidx = run.stream.next()
+    denom = float(run.tdata.label_counts[gidx].sum())
+    rows = run.tdata.get(gidx)
+    per_rank = cfg.train.batch_size // world
+    mine = rows[rank * per_rank : (rank + 1) * per_rank] if not run.budget else _share(rows, rank, world)
+    micro = [mine[a[0] : a[-1] + 1] for a in np.array_split(np.arange(len(mine)), cfg.train.grad_accum)]
+    deepest = deepest_layer(rows)
+    if run.stepper is not None:
+        return run.stepper(micro, run.pad_id, denom, deepest=deepest)
+    return train_step(acc, run.objective, run.opt, run.sched, micro, run.pad_id, cfg, denom, deepest=deepest,
+                      shapes=run.shapes)
+
+
+def _progress_bar(run: Run):
+    if not (run.acc.is_main_process and run.cfg.output.progress):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.total, initial=run.start, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _report(run: Run, row: dict, do_eval: bool, bar) -> dict:
+    """A logged step's row, with the evaluation when one is due; the progress bar shows both."""
+    if bar is not None:
+        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+    if do_eval:
+        row.update(_evaluate(run))
+        if bar is not None and "eval/classification/acc" in row:
+            bar.write(f"step {row['step']}: eval acc {row['eval/classification/acc']:.3f}")
+    return row
 
 
 def _attn_implementation(cfg: TrainConfig, device: str) -> str | None:
@@ -154,9 +279,9 @@ def _build_model(cfg: TrainConfig, device: str):
     return apply_lora(model, cfg), tok
 
 
-def _packed_objective(model, cfg: TrainConfig, fsdp: bool, run_dir: Path, main: bool):
+def _packed_objective(model, cfg: TrainConfig, fsdp: bool):
     """The training objective, after checking that the packed path (train.packing) computes this model's
-    function; if not, or under FSDP, training goes on padded, with a warning, and config.yaml says so."""
+    function; if not, or under FSDP, training goes on padded, with a warning (and config.yaml says so)."""
     from .objective import PackedObjective
     from .step import PACKING_TOLERANCE, check_packing
 
@@ -172,11 +297,9 @@ def _packed_objective(model, cfg: TrainConfig, fsdp: bool, run_dir: Path, main: 
                       f"{PACKING_TOLERANCE}), so its forward does not keep packed sequences apart")
             objective.close()
     if reason is not None:
-        warnings.warn(f"train.packing: {reason}; training on with padded batches instead", stacklevel=3)
+        warnings.warn(f"train.packing: {reason}; training on with padded batches instead", stacklevel=4)
         t.packing, t.shape_buckets, t.cuda_graphs = False, 0, False
         objective = make_objective(model, cfg)
-        if main:
-            (run_dir / "config.yaml").write_text(cfg.to_yaml())  # (the saved config is the one that runs)
     return objective
 
 
@@ -252,137 +375,6 @@ def prepare(config, *, data: str | None = None, out: str | None = None, resume: 
     return cfg, run_dir, ckpt, data_dir
 
 
-def train(config: str | Path | dict | TrainConfig | None = None, *, data: str | None = None,
-          out: str | None = None, resume: str | None = None, overrides: dict | None = None,
-          overwrite: bool = False) -> Path:
-    """Train an oracle adapter; returns the run directory (metrics.jsonl, checkpoints/, adapter/).
-    The run owns its directory while it writes it (train.rundir): a directory holding another run is refused
-    unless `overwrite` (which deletes that run first)."""
-    if resume is not None and overwrite:
-        raise ConfigError("resume", "overwrite starts afresh and resume continues: give one of them")
-    cfg, run_dir, ckpt_dir, data_dir = prepare(config, data=data, out=out, resume=resume, overrides=overrides)
-    acc = _make_accelerator(cfg)
-    with own_run_dir(run_dir, cfg, resumed=ckpt_dir is not None, overwrite=overwrite, main=acc.is_main_process):
-        return _run(cfg, acc, run_dir, ckpt_dir, data_dir)
-
-
-def _run(cfg: TrainConfig, acc, run_dir: Path, ckpt_dir: Path | None, data_dir: Path | None) -> Path:
-    world, rank = acc.num_processes, acc.process_index
-    if data_dir is None:  # data.mixture: rank 0 builds (or reuses) it, the others then read it
-        with acc.main_process_first():
-            data_dir = build_configured_mixture(cfg, progress=acc.is_main_process and cfg.output.progress)
-    check_data_tokenizer(cfg, data_dir)  # before the model: token ids of another tokenizer mean other tokens
-    tdata = open_train_data(cfg, data_dir)  # checks the batch size against the data, before any model
-    eval_ds = open_split(data_dir, cfg.data.eval_split, "data.eval_split")
-
-    per_step = cfg.train.batch_size
-    budget = cfg.train.batch_tokens
-    if budget is None and per_step % (world * cfg.train.grad_accum):
-        raise ConfigError("train.batch_size", f"{per_step} must be divisible by processes x grad_accum = "
-                                              f"{world} x {cfg.train.grad_accum}")
-    costs = _row_tokens(tdata) if budget else None
-    stream = StagedStream(tdata.lengths, per_step, seed=cfg.train.seed, window=cfg.train.length_window,
-                          stages=tdata.stages, costs=costs, budget=budget)
-    total = total_steps(cfg, stream.main.batches_per_epoch() if budget else len(tdata) // per_step)
-    check_resume_steps(ckpt_dir, total)
-    stage_steps = sum(steps for steps, _ in tdata.stages)
-    if stage_steps and stage_steps >= total:  # e.g. a preset cut short with --max-steps for a smoke test
-        warnings.warn(f"data.curriculum: the stages take {stage_steps} steps and the run only {total}, so it "
-                      "ends inside the curriculum and never reaches the whole data", stacklevel=2)
-    main = acc.is_main_process
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    seed_everything(cfg.train.seed)
-
-    model, tok = _build_model(cfg, str(acc.device))
-    layers = _check_layers(cfg, model, tdata)
-    pad_id = tok.pad_token_id
-    fsdp = world > 1 and cfg.train.distributed == "fsdp"
-    check_context_packing(model, cfg, sharded=fsdp)
-    if ckpt_dir is not None:
-        _load_weights(ckpt_dir, model)  # before sharding: every rank loads the full adapter
-    elif cfg.lora.init_from:
-        _load_weights(Path(cfg.lora.init_from).expanduser(), model, field="lora.init_from")
-    objective = _packed_objective(model, cfg, fsdp, run_dir, main)
-    shapes = _shape_buckets(cfg, tdata, world, layers)
-    if fsdp:
-        from .fsdp import shard
-
-        objective = shard(objective)  # the optimizer must see the sharded parameters
-    opt = make_optimizer([p for p in objective.parameters() if p.requires_grad], cfg, acc.device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.warmup_ratio, cfg.optim.schedule))
-    if fsdp:
-        opt = acc.prepare(opt)
-    else:
-        objective, opt = acc.prepare(objective, opt)
-    raw_objective = acc.unwrap_model(objective)
-    start = 0
-    if ckpt_dir is not None:
-        start = _load_state(ckpt_dir, raw_objective, opt, sched, stream, rank, fsdp)
-    if cfg.train.preflight or (cfg.train.preflight is None and acc.device.type == "cuda"):
-        worst = per_step if not budget else int(np.searchsorted(np.cumsum(np.sort(costs)[::-1]), budget, "right"))
-        _preflight(cfg, acc, objective, tdata, pad_id, max(1, worst // world))
-    stepper = make_stepper(cfg, acc, objective, opt, sched, shapes)
-
-    writer = MetricsWriter(run_dir, cfg, keep_until=start if ckpt_dir is not None else None, enabled=main)
-    bar = None
-    if main and cfg.output.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
-    kill_after = int(os.environ.get("AO_TRAIN_KILL_AFTER_STEP", "0") or 0)  # test hook: simulate a crash
-
-    per_rank = per_step // world
-    step = start
-    since, t_log = 0, time.perf_counter()  # steps and time since the last read-back
-    try:
-        if cfg.eval.initial and start == 0 and eval_ds is not None:
-            writer.write({"step": 0, **_evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp)})
-        while step < total:
-            gidx = stream.next()
-            denom = float(tdata.label_counts[gidx].sum())
-            rows = tdata.get(gidx)
-            mine = rows[rank * per_rank : (rank + 1) * per_rank] if not budget else _share(rows, rank, world)
-            micro = [mine[a[0] : a[-1] + 1] for a in np.array_split(np.arange(len(mine)), cfg.train.grad_accum)]
-            deepest = deepest_layer(rows)
-            if stepper is not None:
-                stats = stepper(micro, pad_id, denom, deepest=deepest)
-            else:
-                stats = train_step(acc, objective, opt, sched, micro, pad_id, cfg, denom, deepest=deepest,
-                                   shapes=shapes)
-            step += 1
-            since += 1
-            if bar is not None:
-                bar.update(1)
-            do_eval = eval_ds is not None and ((cfg.eval.every and step % cfg.eval.every == 0)
-                                               or (cfg.eval.final and step == total))
-            if step % cfg.output.log_every == 0 or step == total or do_eval:  # (between them, nothing is read back)
-                row = _metrics_row(stats.read(), step, stream.cursor.epoch, (time.perf_counter() - t_log) / since)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
-                if do_eval:
-                    row.update(_evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp))
-                    if bar is not None and "eval/classification/acc" in row:
-                        bar.write(f"step {step}: eval acc {row['eval/classification/acc']:.3f}")
-                writer.write(row)
-                since, t_log = 0, time.perf_counter()
-            if (cfg.output.save_every and step % cfg.output.save_every == 0) or step == total:
-                with disk_errors(run_dir):
-                    _save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir, layers, fsdp)
-                t_log = time.perf_counter() if since == 0 else t_log  # (a logged step: saving is not step time)
-            if kill_after and step == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-        with disk_errors(run_dir):
-            _save_final(cfg, acc, raw_objective, run_dir, layers, step, fsdp)
-    finally:
-        if bar is not None:
-            bar.close()
-        writer.close()
-    acc.wait_for_everyone()
-    return run_dir
-
-
 def _row_tokens(tdata) -> np.ndarray:
     """Oracle prompt + context tokens of each kept training row (what train.batch_tokens counts)."""
     from .dataset import _list_lengths
@@ -396,23 +388,19 @@ def _share(rows: list, rank: int, world: int) -> list:
     return rows[bounds[rank] : bounds[rank + 1]]
 
 
-def _metrics_row(s: dict, step: int, epoch: int, step_time: float) -> dict[str, Any]:
-    """A metrics.jsonl row from a step's read-back numbers; `step_time`: the mean over the steps since the
-    last logged one (each step alone is not timed: that would need the GPU to finish it first)."""
-    return {
-        "step": step, "epoch": epoch, "loss": s["loss"], "lr": s["lr"], "tokens": s["tokens"],
-        "context_tokens": s["context_tokens"], "step_time_s": step_time, "tokens_per_s": s["tokens"] / step_time,
-        "padding_share": s["pad_tokens"] / max(1, s["total_tokens"]),
-        **{k: v for k, v in s.items() if k == "grad_norm" or k.startswith("loss/")},
-    }
-
-
-def _preflight(cfg, acc, objective, tdata, pad_id, per_rank: int) -> None:
-    """The OOM preflight on this rank's share of the batch with the longest oracle prompts."""
+def _preflight(run: Run) -> None:
+    """The OOM preflight on this rank's share of the batch with the longest oracle prompts (with
+    train.batch_tokens: as many of the longest rows as the budget holds)."""
     from .step import preflight
 
+    cfg, acc, tdata = run.cfg, run.acc, run.tdata
+    worst = cfg.train.batch_size
+    if run.budget:
+        worst = int(np.searchsorted(np.cumsum(np.sort(_row_tokens(tdata))[::-1]), run.budget, "right"))
+    per_rank = max(1, worst // acc.num_processes)
+
     def advice() -> str:
-        from ..plan import plan_memory
+        from .plan import plan_memory
 
         total = torch.cuda.get_device_properties(acc.device).total_memory / 1e9 if acc.device.type == "cuda" else None
         try:
@@ -422,145 +410,27 @@ def _preflight(cfg, acc, objective, tdata, pad_id, per_rank: int) -> None:
 
     longest = tdata.get(np.argsort(-tdata.lengths, kind="stable")[: per_rank * acc.num_processes])
     mine = longest[acc.process_index * per_rank : (acc.process_index + 1) * per_rank]
-    preflight(acc, objective, mine, pad_id, cfg, advice, deepest=deepest_layer(longest))
+    preflight(acc, run.objective, mine, run.pad_id, cfg, advice, deepest=deepest_layer(longest))
 
 
-def _evaluate(cfg, acc, raw_objective, tok, eval_ds, pad_id, fsdp) -> dict:
+def _evaluate(run: Run) -> dict:
+    """Validation loss and generation accuracy on the eval split; the training RNG stream is left as it was."""
     from .evaluate import generation_eval, validation_loss
 
+    cfg, acc, raw = run.cfg, run.acc, run.raw
     out: dict = {}
     rng = rng_state()
-    if fsdp:
+    if run.fsdp:
         # every rank runs the same evaluation (each unit's weights are gathered by all ranks together)
         from .fsdp import run_in_root
 
-        out.update(validation_loss(raw_objective, eval_ds, cfg, pad_id, acc.device))
-        out.update(generation_eval(raw_objective.model, tok, eval_ds, cfg, acc.device,
-                                   enter=lambda fn: run_in_root(raw_objective, fn)))
+        out.update(validation_loss(raw, run.eval_ds, cfg, run.pad_id, acc.device))
+        out.update(generation_eval(raw.model, run.tok, run.eval_ds, cfg, acc.device,
+                                   enter=lambda fn: run_in_root(raw, fn)))
     elif acc.is_main_process:
         # rank 0 alone, on the unwrapped module: no collective runs, so the others simply wait below
-        out.update(validation_loss(raw_objective, eval_ds, cfg, pad_id, acc.device))
-        out.update(generation_eval(raw_objective.model, tok, eval_ds, cfg, acc.device))
+        out.update(validation_loss(raw, run.eval_ds, cfg, run.pad_id, acc.device))
+        out.update(generation_eval(raw.model, run.tok, run.eval_ds, cfg, acc.device))
     set_rng_state(rng)  # eval must not shift the training RNG stream (exact resume)
     acc.wait_for_everyone()
     return out
-
-
-def _adapter_state(raw_objective, fsdp):
-    """Under FSDP, the full LoRA weights gathered from the shards (every rank calls it); else None."""
-    if not fsdp:
-        return None
-    from peft import get_peft_model_state_dict
-
-    from .fsdp import full_lora_state
-
-    return get_peft_model_state_dict(raw_objective.model, state_dict=full_lora_state(raw_objective))
-
-
-def _save_checkpoint(cfg, acc, raw_objective, opt, sched, stream, step, run_dir, layers, fsdp) -> None:
-    """Every rank writes its own RNG state (and under FSDP its optimizer shard) into rank 0's staging
-    directory; rank 0 adds the adapter, scheduler and cursor, seals it and renames it into place."""
-    import contextlib
-
-    from accelerate.utils import broadcast_object_list
-
-    from ..fsutil import atomic_directory
-
-    main = acc.is_main_process
-    final = run_dir / "checkpoints" / f"step_{step}"
-    with atomic_directory(final, fsync=True) if main else contextlib.nullcontext() as tmp:
-        where = [str(tmp) if main else None]
-        if acc.num_processes > 1:
-            broadcast_object_list(where)
-        tmp = Path(where[0])
-        torch.save(rng_state(), tmp / f"rng_rank{acc.process_index}.pt")
-        if fsdp:
-            from .fsdp import save_optimizer
-
-            save_optimizer(raw_objective, opt, tmp / "optimizer")
-        state = _adapter_state(raw_objective, fsdp)
-        if main:
-            save_adapter(raw_objective.model, tmp, ao_config(cfg, layers=layers, step=step), state_dict=state)
-            if not fsdp:
-                torch.save(opt.state_dict(), tmp / "optimizer.pt")  # DDP: identical on every rank
-            torch.save(sched.state_dict(), tmp / "scheduler.pt")
-            (tmp / "trainer_state.json").write_text(json.dumps({
-                "step": step, **stream.state_dict(), "world_size": acc.num_processes,
-                "seed": cfg.train.seed, "batch_size": cfg.train.batch_size, "fsdp": fsdp,
-                "batch_tokens": cfg.train.batch_tokens,
-            }, indent=1))
-        acc.wait_for_everyone()  # every rank's files are in before the manifest seals them
-        if main:
-            write_manifest(tmp, {"step": step})
-    if main:
-        prune(run_dir, cfg.output.keep_last)
-    acc.wait_for_everyone()
-
-
-def _save_final(cfg, acc, raw_objective, run_dir, layers, step, fsdp) -> None:
-    state = _adapter_state(raw_objective, fsdp)
-    if acc.is_main_process:
-        atomic_dir(run_dir / "adapter",
-                   lambda d: save_adapter(raw_objective.model, d, ao_config(cfg, layers=layers, step=step),
-                                          state_dict=state),
-                   manifest_meta={"step": step})
-    acc.wait_for_everyone()
-
-
-def _load_weights(ckpt: Path, peft_model, field: str | None = None) -> None:
-    """A checkpoint's adapter (verified against its manifest), or with `field` a saved adapter to start from
-    (verified when it has a manifest; published adapters have none). Every LoRA weight must be set."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    if field is None or (ckpt / MANIFEST).is_file():
-        verify(ckpt)  # again, right before loading
-    weights = load_file(str(ckpt / ADAPTER_WEIGHTS), device=str(next(peft_model.parameters()).device))
-    try:
-        result = set_peft_model_state_dict(peft_model, weights)
-    except RuntimeError as err:  # size mismatch: another rank or another model
-        if field is None:
-            raise
-        raise ConfigError(field, f"{ckpt}: its weights do not fit this model's LoRA (set lora.r and "
-                                 f"lora.target_modules as the adapter was trained): {str(err)[:300]}") from None
-    if getattr(result, "unexpected_keys", None):
-        raise ConfigError(field or "resume", f"{ckpt}: adapter has unexpected keys {result.unexpected_keys[:5]}")
-    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-    if missing:
-        raise ConfigError(field or "resume", f"{ckpt}: adapter lacks {len(missing)} LoRA weights of this model "
-                                             f"(e.g. {missing[0]}); set lora.target_modules as it was trained")
-
-
-def _load_state(ckpt: Path, raw_objective, opt, sched, stream, rank: int, fsdp: bool) -> int:
-    """Optimizer, schedule, data cursor and this rank's RNG from a checkpoint; returns its step."""
-    state = json.loads((ckpt / "trainer_state.json").read_text())
-    if state.get("batch_tokens") != stream.main.budget:
-        raise ConfigError("train.batch_tokens", f"the checkpoint {ckpt} was written with batch_tokens "
-                                                f"{state.get('batch_tokens')}, not {stream.main.budget}")
-    if state.get("batch_size") != stream.batch_size:
-        raise ConfigError("train.batch_size", f"the checkpoint {ckpt} was written with batch size "
-                                              f"{state.get('batch_size')}, not {stream.batch_size}")
-    if bool(state.get("fsdp")) != fsdp:
-        raise CheckpointError(f"{ckpt}: written {'with' if state.get('fsdp') else 'without'} FSDP "
-                              f"({state.get('world_size')} processes); resume it the same way")
-    if fsdp:
-        if state.get("world_size") != torch.distributed.get_world_size():
-            raise CheckpointError(f"{ckpt}: its optimizer is sharded over {state.get('world_size')} FSDP processes; "
-                                  "resume with as many")
-        from .fsdp import load_optimizer
-
-        load_optimizer(raw_objective, opt, ckpt / "optimizer")
-    else:
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
-    sched.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True))
-    try:
-        stream.load_state_dict(state, int(state["step"]))
-    except ValueError as err:
-        raise ConfigError("data.curriculum", f"{ckpt}: {err}") from None
-    rng_file = ckpt / f"rng_rank{rank}.pt"
-    if rng_file.exists():
-        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
-    else:
-        warnings.warn(f"{ckpt} has no RNG state for rank {rank} (saved with {state.get('world_size')} processes); "
-                      "dropout masks will differ from an uninterrupted run", stacklevel=2)
-    return int(state["step"])

@@ -6,8 +6,6 @@ Wrapping all of it in one `nn.Module` lets DDP/FSDP see a single forward per mic
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +13,7 @@ from torch import nn
 from ..attention import mask_kind, packed_masks
 from ..hooks import AdapterSwitch, BlockTap, Injector, ModeSwitch, collect_activations, inject_flat, position_ids_from_mask
 from ..models import check_layer, decoder_layers, unwrap
+from ..precision import autocast_ctx
 from .batching import OracleBatch
 
 
@@ -25,14 +24,6 @@ def backbone_of(model: nn.Module) -> nn.Module:
     if dec is base:
         raise ValueError(f"cannot find the decoder stack inside {type(base).__name__}")
     return dec
-
-
-def autocast_ctx(mode: str | None, device: torch.device, *, cache: bool = True):
-    """bf16 autocast for mode "bf16", else nothing. `cache=False` while capturing a CUDA graph (casts cached
-    across a captured region would be freed under it)."""
-    if mode == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
-    return contextlib.nullcontext()
 
 
 def collect_sources(model: nn.Module, ctx_ids, ctx_mask, layers, *, position_ids=None, autocast: str | None = None):

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..data.schema import TASKS
 from ..prompt import IGNORE_INDEX
-from .batching import TASKS, layer_tuple, source_layers, to_device
+from .batching import layer_tuple, source_layers, to_device
 
 DUMMY_TASK = len(TASKS) + 1  # loss slot of the padding targets (len(TASKS): rows of any other task)
 STAT_SLOTS = len(TASKS) + 2

@@ -12,7 +12,8 @@ import warnings
 
 import torch
 
-from .batching import TASKS, OracleBatch, collate
+from ..data.schema import TASKS
+from .batching import OracleBatch, collate
 from .objective import OracleObjective, PackedObjective, batch_kwargs
 from .packed import STAT_SLOTS, collate_packed
 
@@ -57,6 +58,17 @@ def make_optimizer(params, cfg, device) -> torch.optim.AdamW:
                             weight_decay=cfg.optim.weight_decay, **kw)
     opt.ao_base_lr = float(cfg.optim.lr)  # (host copy: a tensor lr is never read back)
     return opt
+
+
+def make_schedule(opt, total: int, warmup_ratio: float, schedule: str = "linear"):
+    """Linear warmup over int(total x warmup_ratio) steps from 0, then linear decay to 0 at `total` (or, for
+    "constant", flat): transformers' schedules, a LambdaLR (`host_lr` reads its lambda)."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warm = int(total * warmup_ratio)
+    if schedule == "constant":
+        return get_constant_schedule_with_warmup(opt, warm)
+    return get_linear_schedule_with_warmup(opt, warm, total)
 
 
 def host_lr(sched) -> float:

@@ -10,7 +10,7 @@ from .compute import KINDS, QuestionView, View, compute_view, question_kind
 from .figure import write_figure
 from .page import render_fragment, render_html
 from .serve import serve_page, serve_until_stopped
-from .tokens import ContextTokens, context_tokens
+from ..tokens import ContextTokens, context_tokens
 
 
 def render_view(oracle, context: str, questions, **options) -> str:

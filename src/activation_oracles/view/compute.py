@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .tokens import ContextTokens, context_tokens
+from ..tokens import ContextTokens, context_tokens
 
 KINDS = ("auto", "yesno", "open")
 # A question whose (last) sentence starts with one of these is answered yes or no.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..prompt import render_chat
+from .prompt import render_chat
 
 
 @dataclass

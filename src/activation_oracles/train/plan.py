@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import check_int, check_number
-from .train.config import TrainConfig, apply_overrides
+from ..checks import check_int, check_number
+from .config import TrainConfig, apply_overrides
 
 GB = 1e9
 CUDA_CONTEXT = 1.0 * GB  # CUDA context, cuBLAS/cuDNN workspaces, allocator slack (rule of thumb)
@@ -79,12 +79,12 @@ class MemoryPlan:
 def plan_lengths(cfg: TrainConfig, data: str | Path | None = None) -> dict:
     """The data.max_length_percentile lengths (oracle, context, labelled targets, placeholders) of the
     mixture in `data` (or data.path), else of the shipped paper-mixture sample."""
-    from .train.synthetic import load_lengths
+    from .synthetic import load_lengths
 
     q = cfg.data.max_length_percentile
     path = data or cfg.data.path
     if path is not None:
-        from .train.dataset import _label_counts, _list_lengths, open_split
+        from .dataset import _label_counts, _list_lengths, open_split
 
         ds = open_split(Path(path), cfg.data.train_split, "data.train_split")
         cols = {"oracle": _list_lengths(ds, "input_ids"), "context": _list_lengths(ds, "context_input_ids"),
@@ -158,7 +158,7 @@ def _on_meta(fused: bool, cuda: bool):
 def _meta_model(cfg: TrainConfig, config, dtype: torch.dtype, attn: str | None):
     from transformers import AutoModelForCausalLM
 
-    from .train.step import apply_lora
+    from .step import apply_lora
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, **({"attn_implementation": attn} if attn else {}))
@@ -180,7 +180,7 @@ def _saved_bytes(objective, batch) -> float:
             seen[s._cdata] = max(seen.get(s._cdata, 0), s.nbytes())
         return t
 
-    from .train.objective import batch_kwargs
+    from .objective import batch_kwargs
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         objective(**batch_kwargs(batch))
@@ -188,8 +188,8 @@ def _saved_bytes(objective, batch) -> float:
 
 
 def _worst_batch(lengths: dict, micro: int, layers: list[int], vocab: int):
-    from .train.batching import collate
-    from .train.synthetic import synthetic_row
+    from .batching import collate
+    from .synthetic import synthetic_row
 
     rng = np.random.default_rng(0)
     rows = [synthetic_row(rng, oracle=lengths["oracle"], context=lengths["context"], k=lengths["k"],
@@ -204,9 +204,9 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
                 data: str | Path | None = None, cuda: bool = True) -> MemoryPlan:
     """Peak memory per GPU of training `cfg` on `gpus` GPUs (DDP, or FSDP when train.distributed says so).
     `cuda=False` plans a CPU run: no CUDA context, the model in its configured dtype (float32 by default)."""
-    from .families import default_attn_implementation
-    from .models import layer_from_percent, model_config
-    from .train.objective import OracleObjective
+    from ..families import default_attn_implementation
+    from ..models import layer_from_percent, model_config
+    from .objective import OracleObjective
 
     check_int(gpus, "gpus", 1)
     if gpu_memory_gb is not None:
@@ -227,13 +227,7 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
     # (autocast cannot run on meta: under bf16 autocast the tensors saved for backward are bf16 copies,
     # which a bf16 model saves too)
     model = _meta_model(cfg, config, torch.bfloat16 if t.autocast == "bf16" else dtype, attn)
-    lora = [p for p in model.parameters() if p.requires_grad]
-    lora_n = sum(p.numel() for p in lora)
-    lora_bytes = float(sum(p.numel() * p.element_size() for p in lora))
-    lora_dtype = str(lora[0].dtype).replace("torch.", "") if lora else ""
-    if t.autocast == "bf16":  # (and PEFT's float32 LoRA layers then see bf16 inputs, which they keep)
-        for p in lora:
-            p.data = p.data.to(torch.bfloat16)
+    lora_n, lora_bytes, lora_dtype = _lora_sizes(model, t.autocast)
     objective = OracleObjective(model, hook_layer=t.hook_layer, coefficient=t.coefficient,
                                 injection_grad=t.injection_grad)
     batch = _worst_batch(lengths, micro, layers, text.vocab_size)
@@ -241,25 +235,7 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
     with _on_meta(fused, cuda):
         saved = _saved_bytes(objective, batch)
 
-    # weights: quantised linear layers inside the blocks at their bit width, the rest in the model dtype
-    from .models import decoder_layers, unwrap
-
-    base = unwrap(model)
-    blocks = decoder_layers(model)
-    lora_ids = {id(p) for p in model.parameters() if p.requires_grad}
-    block_linear = {id(m.weight) for b in blocks for m in b.modules()
-                    if isinstance(m, torch.nn.Linear) and id(m.weight) not in lora_ids}
-    qbytes = QUANT_BYTES.get(cfg.model.quantization)
-    weights = 0.0
-    n_params = 0
-    for p in base.parameters():
-        if id(p) in lora_ids:
-            continue
-        n_params += p.numel()
-        if qbytes:  # prepare_model_for_kbit_training casts every weight it did not quantise to float32
-            weights += p.numel() * (qbytes if id(p) in block_linear else 4)
-        else:
-            weights += p.numel() * DTYPE_BYTES[dtype_name]
+    weights, n_params = _base_weights(model, cfg.model.quantization, dtype_name)
 
     # gradient checkpointing keeps each block's input and recomputes one block at a time in backward
     hidden = text.hidden_size
@@ -279,6 +255,9 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
              ("LoRA gradients", lora_bytes / shard),
              ("AdamW state (2 per LoRA weight)", 2 * lora_bytes / shard)]
     if fsdp:  # one block gathered for compute and the next prefetched
+        from ..models import decoder_layers
+
+        blocks = decoder_layers(model)
         block_bytes = max(sum(p.numel() for p in b.parameters()) for b in blocks) * DTYPE_BYTES[dtype_name]
         lines.append(("gathered blocks (FSDP, 2 at a time)", 2.0 * block_bytes))
     elif gpus > 1:
@@ -299,6 +278,39 @@ def plan_memory(cfg: TrainConfig, *, gpus: int = 1, gpu_memory_gb: float | None 
                                             "dtype": dtype_name, "fsdp": fsdp, "context_phase": context})
     plan.advice = _advice(plan, cfg, saved, ckpt, loss, context, weights, lora_bytes)
     return plan
+
+
+def _lora_sizes(model, autocast: str | None) -> tuple[int, float, str]:
+    """(parameters, bytes, dtype) of the LoRA weights; under bf16 autocast they are cast to bf16 in place
+    (PEFT's float32 LoRA layers see bf16 inputs, which they keep)."""
+    lora = [p for p in model.parameters() if p.requires_grad]
+    sizes = (sum(p.numel() for p in lora), float(sum(p.numel() * p.element_size() for p in lora)),
+             str(lora[0].dtype).replace("torch.", "") if lora else "")
+    if autocast == "bf16":
+        for p in lora:
+            p.data = p.data.to(torch.bfloat16)
+    return sizes
+
+
+def _base_weights(model, quantization: str | None, dtype_name: str) -> tuple[float, int]:
+    """(bytes, parameters) of the frozen weights: quantised linear layers inside the blocks at their bit
+    width, the rest in the model dtype."""
+    from ..models import decoder_layers, unwrap
+
+    lora_ids = {id(p) for p in model.parameters() if p.requires_grad}
+    block_linear = {id(m.weight) for b in decoder_layers(model) for m in b.modules()
+                    if isinstance(m, torch.nn.Linear) and id(m.weight) not in lora_ids}
+    qbytes = QUANT_BYTES.get(quantization)
+    weights, n_params = 0.0, 0
+    for p in unwrap(model).parameters():
+        if id(p) in lora_ids:
+            continue
+        n_params += p.numel()
+        if qbytes:  # prepare_model_for_kbit_training casts every weight it did not quantise to float32
+            weights += p.numel() * (qbytes if id(p) in block_linear else 4)
+        else:
+            weights += p.numel() * DTYPE_BYTES[dtype_name]
+    return weights, n_params
 
 
 def _advice(plan: MemoryPlan, cfg: TrainConfig, saved, ckpt, loss, context, weights, lora_bytes) -> list[str]:
