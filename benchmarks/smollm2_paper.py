@@ -94,7 +94,7 @@ def pack(root: Path, dest: Path) -> dict:
     parts = [blob[:half], blob[half:]]
     if len(parts[1]) > room:
         raise SystemExit(f"the GGUF ({len(blob) / 2**20:.1f} MiB) does not fit two calls beside the tree")
-    manifest = {"file": gguf.name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+    manifest = {"file": gguf.name, "bytes": len(blob), "sha256": sha256(gguf)}
     for i, part in enumerate(parts):
         (dest / f"gguf.{i}").mkdir()
         (dest / f"gguf.{i}" / "part").write_bytes(part)

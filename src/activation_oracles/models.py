@@ -311,24 +311,24 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def num_layers_from_config(config) -> int | None:
+def _config_count(config, keys: tuple[str, ...]) -> int | None:
+    """The first positive integer among `keys` of the (text) config; architectures name the same size
+    differently."""
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+    for key in keys:
         n = getattr(cfg, key, None)
         if isinstance(n, int) and n > 0:
             return n
     return None
+
+
+def num_layers_from_config(config) -> int | None:
+    return _config_count(config, ("num_hidden_layers", "n_layer", "num_layers"))
 
 
 def max_positions(model: nn.Module) -> int | None:
     """The longest sequence the model's position encoding covers (max_position_embeddings), None if unknown."""
-    cfg = unwrap(model).config
-    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        n = getattr(cfg, key, None)
-        if isinstance(n, int) and n > 0:
-            return n
-    return None
+    return _config_count(unwrap(model).config, ("max_position_embeddings", "n_positions", "max_sequence_length"))
 
 
 def hidden_size(model: nn.Module) -> int:
